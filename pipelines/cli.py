@@ -1,0 +1,285 @@
+"""``quarry``: the command line. Thin: parse, build a typed config, call a stage, report.
+
+    quarry run                         # the main job on the embedded default
+    quarry build wiki [--limit N]      # corpus
+    quarry build tasks --spec FILE     # examples
+    quarry datasets                    # what the catalog holds
+    quarry query "SQL"                 # read-only DuckDB over the catalog
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+from storage import Catalog, QuarryError, human_bytes
+
+log = logging.getLogger("quarry")
+
+DEFAULT_TASK_SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 "configs", "tasks", "vital.yaml")
+
+NOT_BUILT = {
+    "mine": "hard-negative mining (issue 3)",
+    "export": "training-shard export (issue 4)",
+    "train": "the NV-Embed contrastive trainer (issue 4)",
+    "encode": "encoding with a trained model (issue 4)",
+}
+
+
+def _parse_columns(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    out = {}
+    for item in text.split(","):
+        if "=" not in item:
+            raise QuarryError(f"bad --columns entry {item!r}: expected target=source, e.g. text=body")
+        target, source = (x.strip() for x in item.split("=", 1))
+        out[target] = source
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quarry", description="Data pipeline and hard-negative mining "
+                                "workbench for NV-Embed-style embedding models.")
+    p.add_argument("--root", help="data root (default $QUARRY_HOME or ./quarry-data); "
+                   "any pyarrow filesystem URI, e.g. s3://bucket/prefix")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors and results")
+    p.add_argument("-v", "--verbose", action="store_true", help="also Ray Data's own logs and tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="the main job: build the corpus and the task datasets")
+    run.add_argument("--limit", type=int, help="first N articles only (quick trials)")
+    run.add_argument("--spec", default=DEFAULT_TASK_SPEC, help="task spec (default configs/tasks/vital.yaml)")
+
+    build = sub.add_parser("build", help="build a dataset").add_subparsers(dest="what", required=True, metavar="WHAT")
+    wiki = build.add_parser("wiki", help="the Wikipedia corpus")
+    wiki.add_argument("--name", default="vital", help="corpus dataset name (default vital)")
+    wiki.add_argument("--source", default="embedded", choices=["embedded", "hf", "files"],
+                      help="embedded vital articles (default), a Hugging Face dataset, or local files")
+    wiki.add_argument("--lang", default="en", help="embedded: en, es or fr; others: default language")
+    wiki.add_argument("--hf-name", help="Hugging Face dataset, e.g. wikimedia/wikipedia")
+    wiki.add_argument("--hf-config", help="its config, e.g. 20231101.en")
+    wiki.add_argument("--hf-split", default="train")
+    wiki.add_argument("--no-streaming", action="store_true", help="download the whole HF dataset first")
+    wiki.add_argument("--path", action="append", default=[], help="input file (repeatable): JSONL or Parquet")
+    wiki.add_argument("--format", choices=["jsonl", "parquet"], help="file format (default: from extension)")
+    wiki.add_argument("--columns", help="column mapping target=source,... (targets: title, text, id, lang, "
+                      "or any metadata name), e.g. title=name,text=body,id=page_id")
+    wiki.add_argument("--source-label", help="provenance label; part of every doc_id")
+    wiki.add_argument("--limit", type=int, help="first N documents (deterministic)")
+    wiki.add_argument("--passage-chars", type=int, help="split texts into passages of at most N characters")
+    wiki.add_argument("--passage-tokens", type=int, help="split texts into passages of at most N tokens")
+    wiki.add_argument("--tokenizer", help="tokenizer path for --passage-tokens")
+
+    tasks = build.add_parser("tasks", help="instruction-task datasets from a spec")
+    tasks.add_argument("--spec", default=DEFAULT_TASK_SPEC, help="task spec YAML (default configs/tasks/vital.yaml)")
+    tasks.add_argument("--limit", type=int, help="first N source rows per task")
+
+    ds = sub.add_parser("datasets", help="list the catalog")
+    ds.add_argument("--kind", help="only this kind (corpus, examples, ...)")
+    ds.add_argument("--versions", action="store_true", help="one line per version")
+    ds.add_argument("--gc", action="store_true",
+                    help="remove staging and uncommitted versions left by crashed writers "
+                         "(only while no build is running)")
+
+    show = sub.add_parser("show", help="print a version's manifest (provenance, stats)")
+    show.add_argument("kind")
+    show.add_argument("name")
+    show.add_argument("--version", help="default: latest")
+
+    q = sub.add_parser("query", help="read-only SQL (DuckDB) over the catalog")
+    q.add_argument("sql")
+    q.add_argument("--at", action="append", default=[], metavar="KIND/NAME=VERSION",
+                   help="use this version instead of the latest (repeatable)")
+    q.add_argument("--format", choices=["table", "csv", "json", "parquet"],
+                   help="output format (default: table, or from --out's extension)")
+    q.add_argument("--out", help="write the result to this file")
+    q.add_argument("--max-rows", type=int, default=40, help="rows shown in table format (default 40)")
+
+    for name, what in NOT_BUILT.items():
+        sub.add_parser(name, help=f"not built yet: {what}", add_help=False).add_argument(
+            "rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def cmd_build_wiki(args, catalog: Catalog) -> None:
+    from pipelines.sources import SourceConfig
+    from pipelines.wiki import WikiBuildConfig, build_wiki
+
+    source = SourceConfig(kind=args.source, lang=args.lang, hf_name=args.hf_name, hf_config=args.hf_config,
+                          hf_split=args.hf_split, streaming=not args.no_streaming, paths=args.path,
+                          format=args.format, columns=_parse_columns(args.columns), limit=args.limit,
+                          label=args.source_label)
+    cfg = WikiBuildConfig(name=args.name, source=source, passage_chars=args.passage_chars,
+                          passage_tokens=args.passage_tokens, tokenizer=args.tokenizer)
+    _report(build_wiki(cfg, catalog))
+
+
+def cmd_build_tasks(args, catalog: Catalog) -> None:
+    from pipelines.task_spec import load_task_set
+    from pipelines.tasks import build_tasks
+
+    spec = load_task_set(args.spec)
+    if args.limit is not None and args.limit <= 0:
+        raise QuarryError(f"--limit must be positive, got {args.limit}")
+    _report(build_tasks(spec, catalog, limit=args.limit))
+
+
+def _report(result) -> None:
+    m = result.manifest
+    state = "unchanged, still" if result.unchanged else "committed"
+    print(f"{m.kind}/{m.name}: {state} {m.version}: {m.num_rows} rows, {human_bytes(m.num_bytes)}")
+
+
+def cmd_run(args, catalog: Catalog) -> None:
+    from pipelines.sources import SourceConfig
+    from pipelines.task_spec import load_task_set
+    from pipelines.tasks import build_tasks
+    from pipelines.wiki import WikiBuildConfig, build_wiki
+
+    log.info("quarry run: 1/2 corpus from the embedded Wikipedia vital articles")
+    _report(build_wiki(WikiBuildConfig(name="vital", source=SourceConfig(limit=args.limit)), catalog))
+    log.info("quarry run: 2/2 instruction tasks from %s", os.path.relpath(args.spec))
+    _report(build_tasks(load_task_set(args.spec), catalog))
+    log.info("quarry run: not built yet: mining (issue 3), export and training (issue 4)")
+    _print_query(catalog, "select task, task_type, count(*) as examples from examples "
+                          "group by all order by task", [], None, None, 40)
+
+
+def cmd_datasets(args, catalog: Catalog) -> None:
+    if args.gc:
+        removed = catalog.gc()
+        print(f"removed {len(removed)} stale staging or uncommitted directories")
+        for path in removed:
+            print(f"  {path}")
+        return
+    rows = []
+    for kind, name in catalog.iter_datasets(args.kind):
+        versions = catalog.versions(kind, name)
+        shown = versions if args.versions else versions[-1:]
+        for v in shown:
+            m = catalog.manifest(kind, name, v)
+            rows.append((kind, name, v if args.versions else f"{v} ({len(versions)})", str(m.num_rows),
+                         human_bytes(m.num_bytes), m.created_at))
+    if not rows:
+        print(f"no datasets in {catalog.root.uri}")
+        return
+    header = ("kind", "name", "version" if args.versions else "latest (versions)", "rows", "size", "created")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def cmd_show(args, catalog: Catalog) -> None:
+    m = catalog.manifest(args.kind, args.name, args.version)
+    data = json.loads(m.to_json())
+    data.pop("arrow_schema", None)
+    print(json.dumps(data, indent=2))
+
+
+def _print_query(catalog: Catalog, sql: str, pins: list[str], fmt: str | None, out: str | None,
+                 max_rows: int) -> None:
+    from storage import QueryEngine, parse_pin
+
+    pinned = {}
+    for text in pins:
+        kind, name, version = parse_pin(text)
+        pinned[(kind, name)] = catalog.resolve(kind, name, version).version
+    engine = QueryEngine(catalog, pinned)
+    if fmt is None:
+        fmt = os.path.splitext(out)[1].lstrip(".").lower() if out else "table"
+        if fmt not in ("table", "csv", "json", "parquet"):
+            raise QuarryError(f"cannot tell the format of {out}: pass --format csv|json|parquet")
+    if fmt == "table" and not out:
+        con = engine.connect()
+        rel = engine.relation(sql, con)
+        rel.show(max_rows=max_rows, max_width=200)
+        return
+    if fmt == "table":
+        raise QuarryError("--out needs --format csv, json or parquet")
+    table = engine.run(sql)
+    write_result(table, fmt, out)
+    if out:
+        print(f"wrote {table.num_rows} rows to {out}", file=sys.stderr)
+
+
+def write_result(table, fmt: str, out: str | None) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        if not out:
+            raise QuarryError("--format parquet needs --out FILE")
+        pq.write_table(table, out)
+    elif fmt == "csv":
+        if out:
+            pacsv.write_csv(table, out)
+        else:
+            import io
+
+            buf = io.BytesIO()
+            pacsv.write_csv(table, buf)
+            sys.stdout.write(buf.getvalue().decode())
+    else:
+        lines = "".join(json.dumps(row, default=str, ensure_ascii=False) + "\n" for row in table.to_pylist())
+        if out:
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(lines)
+        else:
+            sys.stdout.write(lines)
+
+
+def cmd_query(args, catalog: Catalog) -> None:
+    _print_query(catalog, args.sql, args.at, args.format, args.out, args.max_rows)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The user-facing error inside Ray's wrappers (RayTaskError keeps it as ``cause``)."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, QuarryError) and type(exc).__module__.startswith("storage"):
+            return exc
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="quarry: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        # Ray Data logs every failed task's traceback; the one-line error below says it all.
+        os.environ.setdefault("QUARRY_QUIET_RAY_DATA", "1")
+    if args.command in NOT_BUILT:
+        print(f"quarry {args.command}: not built yet: {NOT_BUILT[args.command]} is still open work",
+              file=sys.stderr)
+        return 2
+    handlers = {"run": cmd_run, "datasets": cmd_datasets, "show": cmd_show, "query": cmd_query}
+    try:
+        catalog = Catalog(args.root)
+        if args.command == "build":
+            (cmd_build_wiki if args.what == "wiki" else cmd_build_tasks)(args, catalog)
+        else:
+            handlers[args.command](args, catalog)
+    except Exception as e:  # one line for anything Quarry raised on purpose, wherever it ran
+        cause = root_cause(e)
+        if isinstance(cause, QuarryError):
+            message = str(cause.args[0] if cause.args else cause)
+            print(f"error: {message.splitlines()[0] if message else type(cause).__name__}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

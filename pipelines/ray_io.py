@@ -1,0 +1,47 @@
+"""Ordered Parquet writes of Ray blocks into a storage writer's staging area.
+
+``Dataset.write_parquet`` with ``min_rows_per_file`` coalesces blocks in arrival order, so
+the row order of the files changes between identical runs. Quarry needs a stable order
+(an unchanged rebuild must hash the same, and a resumed training run must see the same
+data), so stages that hold their blocks in order write them here: consecutive blocks are
+grouped to about ``rows_per_file`` rows and each group is written by one Ray task to a
+file whose name carries its position.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _write_group(path: str, filesystem, schema: pa.Schema | None, *blocks: pa.Table) -> int:
+    tables = [b for b in blocks if b.num_rows]
+    table = pa.concat_tables(tables) if tables else blocks[0]
+    if schema is not None:
+        table = table.cast(schema)
+    pq.write_table(table, path, filesystem=filesystem)
+    return table.num_rows
+
+
+def write_blocks_ordered(block_refs: list, sizes: list[int], staging_dir: str, filesystem,
+                         rows_per_file: int = 100_000, schema: pa.Schema | None = None) -> int:
+    """Write ``block_refs`` (in order) as ``part-NNNNN.parquet`` files; returns rows written."""
+    import ray
+
+    groups: list[list[int]] = []
+    current: list[int] = []
+    rows = 0
+    for i, size in enumerate(sizes):
+        if current and rows + size > rows_per_file:
+            groups.append(current)
+            current, rows = [], 0
+        current.append(i)
+        rows += size
+    if current:
+        groups.append(current)
+    write = ray.remote(_write_group)
+    futures = [write.remote(posixpath.join(staging_dir, f"part-{g:05d}.parquet"), filesystem, schema,
+                            *[block_refs[i] for i in group]) for g, group in enumerate(groups)]
+    return sum(ray.get(futures))

@@ -1,0 +1,103 @@
+"""Read-only SQL over the catalog with DuckDB.
+
+Every dataset kind becomes a view (``corpus``, ``examples``, ``negatives``, ...): the union
+of the latest version of each dataset of that kind, with ``dataset`` and ``version``
+columns prepended. ``catalog`` lists every committed version. ``pins`` select a version
+other than the latest for a dataset.
+
+Read-only is enforced twice: only SELECT/EXPLAIN statements are accepted, and the DuckDB
+connection runs with external access disabled and its configuration locked, so even a
+SELECT cannot read or write files, attach databases or load extensions. Data reaches
+DuckDB as Arrow datasets registered on the connection, which works for every filesystem
+pyarrow supports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from storage.catalog import Catalog
+from storage.errors import InputError, ReadOnlyError
+
+_ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def parse_pin(text: str) -> tuple[str, str, str]:
+    """``kind/name=version`` -> (kind, name, version)."""
+    try:
+        left, version = text.split("=", 1)
+        kind, name = left.split("/", 1)
+    except ValueError:
+        raise InputError(f"bad --at {text!r}: expected KIND/NAME=VERSION, e.g. examples/vital=v0001")
+    return kind, name, version
+
+
+@dataclass
+class QueryEngine:
+    catalog: Catalog
+    pins: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:")
+        by_kind: dict[str, list[tuple[str, str, str]]] = {}
+        catalog_rows = []
+        for kind, name in self.catalog.iter_datasets():
+            for version in self.catalog.versions(kind, name):
+                m = self.catalog.manifest(kind, name, version)
+                catalog_rows.append((kind, name, version, m.num_rows, m.num_bytes, m.created_at,
+                                     m.content_hash, m.code_version))
+            ref = self.catalog.resolve(kind, name, self.pins.get((kind, name)))
+            table_name = f"_{kind}__{name}__{ref.version}"
+            con.register(table_name, self.catalog.arrow_dataset(kind, name, ref.version))
+            by_kind.setdefault(kind, []).append((name, ref.version, table_name))
+        for kind, members in by_kind.items():
+            selects = [f"SELECT {_literal(n)} AS dataset, {_literal(v)} AS version, * FROM {_ident(t)}"
+                       for n, v, t in members]
+            con.execute(f"CREATE VIEW {_ident(kind)} AS " + " UNION ALL BY NAME ".join(selects))
+        con.register("_catalog", pa.table(
+            list(zip(*catalog_rows)) if catalog_rows else [[] for _ in range(8)],
+            names=["kind", "name", "version", "rows", "bytes", "created_at", "content_hash", "code_version"]))
+        con.execute("CREATE VIEW catalog AS SELECT * FROM _catalog")
+        # From here on nothing may touch the filesystem or change these settings.
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        return con
+
+    def relation(self, sql: str, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
+        check_read_only(sql, con)
+        try:
+            return con.sql(sql)
+        except duckdb.Error as e:
+            raise InputError(f"query failed: {str(e).splitlines()[0]}") from None
+
+    def run(self, sql: str) -> pa.Table:
+        con = self.connect()
+        rel = self.relation(sql, con)
+        try:
+            return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
+        except duckdb.Error as e:
+            raise InputError(f"query failed: {str(e).splitlines()[0]}") from None
+
+
+def check_read_only(sql: str, con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise InputError(f"cannot parse query: {str(e).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise InputError(f"give exactly one SQL statement (got {len(statements)})")
+    kind = statements[0].type
+    if kind not in _ALLOWED:
+        raise ReadOnlyError(f"quarry query is read-only: {kind.name} statements are refused "
+                            "(use SELECT, WITH ... SELECT, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN)")

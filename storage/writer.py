@@ -1,0 +1,202 @@
+"""Atomic creation of a dataset version.
+
+A writer stages Parquet files in ``<dataset>/_staging/<txn>/`` (Ray Data writes straight
+into ``writer.staging_dir``; small tables go through ``write_table``). ``commit()`` then
+
+1. checks every staged file has the same schema, counts rows, hashes the bytes;
+2. claims the next version number by creating its directory (``mkdir`` fails if taken);
+3. moves the files in as ``part-NNNNN.parquet``;
+4. writes ``_manifest.json`` last: that single write is the commit point.
+
+A crash before step 4 leaves nothing a reader can see; ``quarry datasets --gc`` removes the
+debris and a re-run simply builds again under a fresh transaction id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import uuid
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from storage.catalog import Catalog, utc_now
+from storage.errors import CatalogError
+from storage.manifest import MANIFEST_NAME, FileEntry, InputRef, Manifest, describe_schema, encode_schema
+from storage.names import format_version, validate_name
+from storage.provenance import code_version
+
+_HASH_CHUNK = 8 << 20
+
+
+class DatasetWriter:
+    def __init__(self, catalog: Catalog, kind: str, name: str, txn: str | None = None):
+        self.catalog = catalog
+        self.root = catalog.root
+        self.kind = kind
+        self.name = name
+        self.txn = validate_name(txn, "transaction id") if txn else uuid.uuid4().hex[:16]
+        self.staging_dir = posixpath.join(catalog.staging_path(kind, name), self.txn)
+        self.root.fs.create_dir(self.staging_dir, recursive=True)
+        self._table_parts = 0
+        self.state = "open"
+        self.unchanged = False  # set by commit(skip_if_unchanged=True) when nothing changed
+
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        return self.root.fs
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Leaving the block without a commit (an error, or an early return) discards the
+        # staged files, so nothing half-written can ever be committed later by accident.
+        if self.state == "open":
+            self.abort()
+
+    def write_table(self, table: pa.Table, max_rows_per_file: int = 1_000_000) -> None:
+        self._check_open()
+        for offset in range(0, max(table.num_rows, 1), max_rows_per_file):
+            part = table.slice(offset, max_rows_per_file)
+            path = posixpath.join(self.staging_dir, f"w{self._table_parts:06d}.parquet")
+            pq.write_table(part, path, filesystem=self.root.fs)
+            self._table_parts += 1
+
+    def staged_files(self) -> list[str]:
+        infos = self.root.fs.get_file_info(pafs.FileSelector(self.staging_dir, recursive=True))
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+
+    def abort(self) -> None:
+        if self.state != "open":
+            return
+        if self.root.exists(self.staging_dir):
+            self.root.fs.delete_dir(self.staging_dir)
+        self._drop_empty_staging_parent()
+        self.state = "aborted"
+
+    def commit(
+        self,
+        config: dict[str, Any] | None = None,
+        inputs: Iterable[InputRef] = (),
+        stats: dict[str, Any] | None = None,
+        skip_if_unchanged: bool = False,
+        allow_empty: bool = False,
+    ) -> Manifest:
+        """Publish the staged files as the next version and return its manifest.
+
+        With ``skip_if_unchanged``, a build whose bytes and config equal the latest version
+        is dropped and the latest manifest is returned (``self.unchanged`` is then True).
+        """
+        self._check_open()
+        files = self.staged_files()
+        entries, schema = self._inspect(files)
+        num_rows = sum(e[1] for e in entries)
+        if num_rows == 0 and not allow_empty:
+            self.abort()
+            raise CatalogError(f"refusing to commit an empty version of {self.kind}/{self.name}: "
+                               "no rows were written")
+        content_hash = self._content_hash([e[0] for e in entries])
+        config = config or {}
+        if skip_if_unchanged:
+            latest = self.catalog.latest(self.kind, self.name)
+            if latest:
+                prev = self.catalog.manifest(self.kind, self.name, latest)
+                if prev.content_hash == content_hash and prev.config == _jsonable(config):
+                    self.abort()
+                    self.unchanged = True
+                    return prev
+        version, version_dir = self._claim_version()
+        file_entries = []
+        for i, (src, rows, size) in enumerate(entries):
+            rel = f"part-{i:05d}.parquet"
+            self.root.fs.move(src, posixpath.join(version_dir, rel))
+            file_entries.append(FileEntry(rel, rows, size))
+        manifest = Manifest(
+            kind=self.kind, name=self.name, version=version, created_at=utc_now(),
+            num_rows=num_rows, num_bytes=sum(e.bytes for e in file_entries),
+            content_hash=content_hash, schema=describe_schema(schema), files=file_entries,
+            config=_jsonable(config), inputs=list(inputs), stats=_jsonable(stats or {}),
+            code_version=code_version(), arrow_schema=encode_schema(schema),
+        )
+        self.root.write_bytes_atomic(posixpath.join(version_dir, MANIFEST_NAME), manifest.to_json())
+        self.state = "committed"
+        if self.root.exists(self.staging_dir):
+            self.root.fs.delete_dir(self.staging_dir)
+        self._drop_empty_staging_parent()
+        return manifest
+
+    # -- internals ---------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.state != "open":
+            raise CatalogError(f"writer for {self.kind}/{self.name} is already {self.state}")
+
+    def _inspect(self, files: list[str]) -> tuple[list[tuple[str, int, int]], pa.Schema]:
+        entries: list[tuple[str, int, int]] = []
+        schema: pa.Schema | None = None
+        first = None
+        for path in files:
+            meta = pq.read_metadata(path, filesystem=self.root.fs)
+            file_schema = meta.schema.to_arrow_schema().remove_metadata()
+            if meta.num_rows == 0 and len(files) > 1:
+                continue  # an empty block from a distributed writer carries no data
+            if schema is None:
+                schema, first = file_schema, path
+            elif not file_schema.equals(schema):
+                self.abort()
+                raise CatalogError(
+                    f"staged files of {self.kind}/{self.name} disagree on schema: "
+                    f"{posixpath.basename(first)} has {schema.to_string(show_schema_metadata=False)!r}, "
+                    f"{posixpath.basename(path)} has {file_schema.to_string(show_schema_metadata=False)!r}")
+            entries.append((path, meta.num_rows, self.root.fs.get_file_info(path).size))
+        if schema is None:
+            schema = pa.schema([])
+        return entries, schema
+
+    def _content_hash(self, paths: list[str]) -> str:
+        outer = hashlib.sha256()
+        for path in paths:
+            inner = hashlib.sha256()
+            with self.root.fs.open_input_stream(path) as f:
+                while chunk := f.read(_HASH_CHUNK):
+                    inner.update(chunk)
+            outer.update(inner.digest())
+        return "sha256:" + outer.hexdigest()
+
+    def _claim_version(self) -> tuple[str, str]:
+        """Create the next version directory; ``mkdir`` failing means another writer won."""
+        base = self.catalog.dataset_path(self.kind, self.name)
+        for _ in range(100):
+            numbers = self.catalog.all_version_numbers(self.kind, self.name)
+            version = format_version(max(numbers, default=0) + 1)
+            path = posixpath.join(base, version)
+            if self.root.is_local:
+                try:
+                    os.mkdir(path)
+                except FileExistsError:
+                    continue
+            else:
+                if self.root.exists(path):
+                    continue
+                self.root.fs.create_dir(path)
+            return version, path
+        raise CatalogError(f"could not claim a new version of {self.kind}/{self.name}")
+
+    def _drop_empty_staging_parent(self) -> None:
+        parent = posixpath.dirname(self.staging_dir)
+        if self.root.is_local and self.root.is_dir(parent) and not self.root.list_dir(parent):
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass  # another writer staged in the meantime: its area stays
+
+
+def _jsonable(value: Any) -> Any:
+    """Round-trip through JSON so manifests compare equal to what was written."""
+    import json
+
+    return json.loads(json.dumps(value, sort_keys=True, default=str))

@@ -1,0 +1,1 @@
+"""Quarry trainers: the NV-Embed contrastive model and trainer (see issue 4)."""
