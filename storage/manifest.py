@@ -30,9 +30,10 @@ class InputRef:
 
 @dataclass(frozen=True)
 class FileEntry:
-    path: str  # relative to the version directory
+    path: str  # relative to the version directory; "../v0001/part-00000.parquet" when carried
     rows: int
     bytes: int
+    sha256: str = ""
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Manifest:
     config: dict[str, Any] = field(default_factory=dict)
     inputs: list[InputRef] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    attachments: list[str] = field(default_factory=list)  # reports, plots: files beside the parts
     code_version: str = ""
     arrow_schema: str = ""  # base64 Arrow IPC schema: the exact types, for readers
     format_version: int = FORMAT_VERSION

@@ -43,6 +43,7 @@ class DatasetWriter:
         self.staging_dir = posixpath.join(catalog.staging_path(kind, name), self.txn)
         self.root.fs.create_dir(self.staging_dir, recursive=True)
         self._table_parts = 0
+        self._attachments: dict[str, bytes] = {}
         self.state = "open"
         self.unchanged = False  # set by commit(skip_if_unchanged=True) when nothing changed
 
@@ -67,6 +68,14 @@ class DatasetWriter:
             pq.write_table(part, path, filesystem=self.root.fs)
             self._table_parts += 1
 
+    def attach(self, filename: str, data: bytes) -> None:
+        """A file (report, plot) published inside the version folder with the commit."""
+        self._check_open()
+        validate_name(filename, "attachment name")
+        if filename.endswith(".parquet") or filename == MANIFEST_NAME:
+            raise CatalogError(f"attachment name {filename!r} is reserved")
+        self._attachments[filename] = data
+
     def staged_files(self) -> list[str]:
         infos = self.root.fs.get_file_info(pafs.FileSelector(self.staging_dir, recursive=True))
         return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
@@ -86,21 +95,33 @@ class DatasetWriter:
         stats: dict[str, Any] | None = None,
         skip_if_unchanged: bool = False,
         allow_empty: bool = False,
+        carry: Iterable[tuple[str, FileEntry]] = (),
     ) -> Manifest:
         """Publish the staged files as the next version and return its manifest.
 
         With ``skip_if_unchanged``, a build whose bytes and config equal the latest version
         is dropped and the latest manifest is returned (``self.unchanged`` is then True).
+        ``carry``: (version, file) pairs of earlier versions of this dataset that the new
+        version includes by reference, before the staged files (an append-only dataset
+        such as the embedding cache grows by one file per version without copying).
         """
         self._check_open()
         files = self.staged_files()
         entries, schema = self._inspect(files)
-        num_rows = sum(e[1] for e in entries)
+        carried = [(v, f) for v, f in carry]
+        if carried:
+            schema = self._check_carried(carried, schema, bool(entries))
+        num_rows = sum(e[1] for e in entries) + sum(f.rows for _, f in carried)
         if num_rows == 0 and not allow_empty:
             self.abort()
             raise CatalogError(f"refusing to commit an empty version of {self.kind}/{self.name}: "
                                "no rows were written")
-        content_hash = self._content_hash([e[0] for e in entries])
+        file_hashes = [self._file_hash(e[0]) for e in entries]
+        # Paths stay relative to the new version folder; normpath also resolves files that
+        # version v itself carried ("../v0002/../v0001/part-00000.parquet" -> "../v0001/...").
+        carried_entries = [FileEntry(posixpath.normpath(posixpath.join("..", v, f.path)), f.rows, f.bytes, f.sha256)
+                           for v, f in carried]
+        content_hash = _combine([f.sha256 for f in carried_entries] + file_hashes)
         config = config or {}
         if skip_if_unchanged:
             latest = self.catalog.latest(self.kind, self.name)
@@ -111,17 +132,20 @@ class DatasetWriter:
                     self.unchanged = True
                     return prev
         version, version_dir = self._claim_version()
-        file_entries = []
-        for i, (src, rows, size) in enumerate(entries):
+        file_entries = list(carried_entries)
+        for i, ((src, rows, size), digest) in enumerate(zip(entries, file_hashes)):
             rel = f"part-{i:05d}.parquet"
             self.root.fs.move(src, posixpath.join(version_dir, rel))
-            file_entries.append(FileEntry(rel, rows, size))
+            file_entries.append(FileEntry(rel, rows, size, digest))
+        for filename, data in self._attachments.items():
+            self.root.write_bytes_atomic(posixpath.join(version_dir, filename), data)
         manifest = Manifest(
             kind=self.kind, name=self.name, version=version, created_at=utc_now(),
             num_rows=num_rows, num_bytes=sum(e.bytes for e in file_entries),
             content_hash=content_hash, schema=describe_schema(schema), files=file_entries,
             config=_jsonable(config), inputs=list(inputs), stats=_jsonable(stats or {}),
-            code_version=code_version(), arrow_schema=encode_schema(schema),
+            attachments=sorted(self._attachments), code_version=code_version(),
+            arrow_schema=encode_schema(schema),
         )
         self.root.write_bytes_atomic(posixpath.join(version_dir, MANIFEST_NAME), manifest.to_json())
         self.state = "committed"
@@ -157,15 +181,24 @@ class DatasetWriter:
             schema = pa.schema([])
         return entries, schema
 
-    def _content_hash(self, paths: list[str]) -> str:
-        outer = hashlib.sha256()
-        for path in paths:
-            inner = hashlib.sha256()
-            with self.root.fs.open_input_stream(path) as f:
-                while chunk := f.read(_HASH_CHUNK):
-                    inner.update(chunk)
-            outer.update(inner.digest())
-        return "sha256:" + outer.hexdigest()
+    def _file_hash(self, path: str) -> str:
+        digest = hashlib.sha256()
+        with self.root.fs.open_input_stream(path) as f:
+            while chunk := f.read(_HASH_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def _check_carried(self, carried: list[tuple[str, FileEntry]], schema: pa.Schema, have_staged: bool) -> pa.Schema:
+        versions = {v for v, _ in carried}
+        for v in versions:
+            if v not in self.catalog.versions(self.kind, self.name):
+                raise CatalogError(f"cannot carry files of {self.kind}/{self.name} {v}: not a committed version")
+        old = self.catalog.manifest(self.kind, self.name, sorted(versions)[-1]).arrow()
+        if have_staged and old is not None and not old.equals(schema):
+            self.abort()
+            raise CatalogError(f"new files of {self.kind}/{self.name} do not match the schema of the files "
+                               f"carried from earlier versions")
+        return schema if have_staged else old
 
     def _claim_version(self) -> tuple[str, str]:
         """Create the next version directory; ``mkdir`` failing means another writer won."""
@@ -200,3 +233,10 @@ def _jsonable(value: Any) -> Any:
     import json
 
     return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _combine(file_hashes: list[str]) -> str:
+    outer = hashlib.sha256()
+    for h in file_hashes:
+        outer.update(bytes.fromhex(h))
+    return "sha256:" + outer.hexdigest()

@@ -96,5 +96,7 @@ def test_console_script_query_is_read_only(root):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: quarry query is read-only: DELETE statements are refused "
                                    "(use SELECT, WITH ... SELECT, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN)")
-    proc = subprocess.run([exe, "mine"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "not built yet" in proc.stderr
+    proc = subprocess.run([exe, "--root", root, "mine", "--examples", "nope"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no examples dataset named 'nope'")

@@ -131,3 +131,32 @@ def test_root_resolution_order(tmp_path, monkeypatch):
     assert DataRoot.resolve(str(tmp_path / "explicit")).base == str(tmp_path / "explicit")
     monkeypatch.delenv("QUARRY_HOME")
     assert DataRoot.resolve().base == os.path.abspath("./quarry-data")
+
+
+def test_carried_files_make_an_append_only_dataset_without_copies(catalog):
+    first = catalog.write_table("embeddings", "cache", _table(2))
+    with catalog.writer("embeddings", "cache") as w:
+        w.write_table(_table(3, offset=2))
+        second = w.commit(carry=[(first.version, f) for f in first.files])
+    with catalog.writer("embeddings", "cache") as w:
+        w.write_table(_table(1, offset=5))
+        third = w.commit(carry=[(second.version, f) for f in second.files])
+    assert [f.path for f in third.files] == ["../v0001/part-00000.parquet", "../v0002/part-00000.parquet",
+                                            "part-00000.parquet"]
+    assert catalog.read_table("embeddings", "cache").column("id").to_pylist() == [f"d{i}" for i in range(6)]
+    assert third.num_rows == 6 and len({first.content_hash, second.content_hash, third.content_hash}) == 3
+    with catalog.writer("embeddings", "cache") as w:
+        w.write_table(pa.table({"other": [1]}))
+        with pytest.raises(CatalogError, match="do not match the schema"):
+            w.commit(carry=[(third.version, f) for f in third.files])
+
+
+def test_attachments_are_published_with_the_commit(catalog):
+    with catalog.writer("negatives", "n") as w:
+        w.write_table(_table(2))
+        w.attach("report.json", b'{"ok": true}')
+        m = w.commit()
+    path = catalog.attachment_path("negatives", "n", m.version, "report.json")
+    assert open(path, "rb").read() == b'{"ok": true}' and m.attachments == ["report.json"]
+    with pytest.raises(CatalogError, match="reserved"):
+        catalog.writer("negatives", "n").attach("x.parquet", b"")

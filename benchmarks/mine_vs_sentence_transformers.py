@@ -1,0 +1,198 @@
+"""Quarry mine vs sentence-transformers' mine_hard_negatives, same teacher, same settings.
+
+    python benchmarks/mine_vs_sentence_transformers.py [--limit N]
+
+Task: the embedded vital articles, query = description, positive = the article's text,
+candidates = every article (both tools get the same cleaned texts). Teacher: the packaged
+all-MiniLM-L6-v2. Settings: relative margin 0.05 = topk_perc_pos 0.95, 5 negatives, depth
+50, exact FAISS. Runs, in this one process: (a) sentence-transformers, (b) Quarry cold
+(empty embedding cache), (c) Quarry warm (same inputs again: cache hit). Prints wall times,
+their ratios, peak memory, and the per-query Jaccard overlap of the two negative sets with
+the reason for every disagreement. A benchmark, not a test: record the figures and the
+machine in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("QUARRY_PROGRESS", "0")
+
+import psutil  # noqa: E402
+
+from miners.select import SelectionConfig  # noqa: E402
+from miners.teacher import TeacherSpec  # noqa: E402
+from pipelines.mine import MineConfig, mine  # noqa: E402
+from pipelines.ray_runtime import ensure_ray  # noqa: E402
+from pipelines.sources import SourceConfig  # noqa: E402
+from pipelines.task_spec import parse_task_set  # noqa: E402
+from pipelines.tasks import build_tasks  # noqa: E402
+from pipelines.wiki import WikiBuildConfig, build_wiki  # noqa: E402
+from storage import Catalog  # noqa: E402
+
+SPEC = {"name": "bench", "corpus": "bench", "tasks": [{
+    "name": "desc2article", "type": "retrieval", "source": {"corpus": "bench"},
+    "columns": {"query": "description", "positive_ids": "doc_id", "id": "doc_id"}}]}
+
+
+class PeakRSS:
+    """Peak resident memory of this process, or of its whole process tree (Ray included)."""
+
+    def __init__(self, tree: bool):
+        self.tree, self.peak, self._stop = tree, 0, threading.Event()
+
+    def _rss(self) -> int:
+        me = psutil.Process()
+        procs = [me] + (me.children(recursive=True) if self.tree else [])
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def __enter__(self):
+        self.start = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, help="first N articles only (quick check)")
+    parser.add_argument("--negatives", type=int, default=5)
+    parser.add_argument("--depth", type=int, default=50)
+    args = parser.parse_args()
+
+    root = tempfile.mkdtemp(prefix="quarry-mine-bench-")
+    catalog = Catalog(root)
+    t = time.perf_counter()
+    ensure_ray()
+    ray_start = time.perf_counter() - t
+    build_wiki(WikiBuildConfig(name="bench", source=SourceConfig(limit=args.limit)), catalog)
+    build_tasks(parse_task_set(SPEC), catalog)
+    corpus = catalog.read_table("corpus", "bench").to_pylist()
+    examples = catalog.read_table("examples", "bench").to_pylist()
+    text_of = {r["doc_id"]: r["text"] for r in corpus}
+    anchors = [e["query"] for e in examples]
+    positives = [text_of[e["positive_ids"][0]] for e in examples]
+    print(f"{len(examples)} queries, {len(corpus)} candidate documents; Ray start {ray_start:.1f} s", flush=True)
+
+    # (a) sentence-transformers, model load included.
+    import datasets
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    from miners.teacher import resolve_teacher_path
+
+    with PeakRSS(tree=False) as st_mem:
+        t = time.perf_counter()
+        model = SentenceTransformer(resolve_teacher_path(TeacherSpec().teacher), device="cpu")
+        st_out = mine_hard_negatives(
+            datasets.Dataset.from_dict({"query": anchors, "positive": positives}), model,
+            corpus=[r["text"] for r in corpus], range_max=args.depth, relative_margin=0.05,
+            num_negatives=args.negatives, sampling_strategy="top", use_faiss=True, batch_size=64,
+            output_format="n-tuple", verbose=False)
+        st_time = time.perf_counter() - t
+    print(f"sentence-transformers: {st_time:.1f} s", flush=True)
+    del model
+
+    # (b, c) Quarry, cold then warm.
+    cfg = MineConfig(examples="bench", depth=args.depth,
+                     selection=SelectionConfig(strategy="topk_perc_pos", margin=0.95, num_negatives=args.negatives),
+                     class_selection=SelectionConfig(strategy="topk", num_negatives=args.negatives))
+    runs = {}
+    for label in ("cold", "warm", "deep"):
+        if label == "deep":
+            # sentence-transformers searches range_max + (most positives of any query) deep and
+            # picks among the first range_max survivors; Quarry at that depth, from the cache.
+            deep = args.depth + max(Counter(anchors).values())
+            cfg = MineConfig(examples="bench", depth=deep, name="bench-deep", selection=cfg.selection,
+                             class_selection=cfg.class_selection)
+        with PeakRSS(tree=True) as mem:
+            t = time.perf_counter()
+            result = mine(cfg, catalog)
+            runs[label] = (time.perf_counter() - t, mem, result)
+        print(f"quarry {label}: {runs[label][0]:.1f} s (embedded {result.embed_stats['embedded']})", flush=True)
+
+    neg_cols = [c for c in st_out.column_names if c.startswith("negative")]
+    st_sets = {(r["query"], r["positive"]): {r[c] for c in neg_cols} for r in st_out}
+    overlap = {label: compare(catalog, runs[label][2], examples, text_of, anchors, st_sets, args.negatives)
+               for label in ("cold", "deep")}
+    st_s, (cold_s, cold_mem, _), (warm_s, warm_mem, _) = st_time, runs["cold"], runs["warm"]
+    print()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+          f"Python {platform.python_version()}")
+    print(f"{'run':28} {'seconds':>8} {'ratio':>7} {'peak RSS':>10}")
+    print(f"{'sentence-transformers':28} {st_s:8.1f} {1.0:7.2f} {st_mem.peak / 2**30:8.2f} GiB  (this process)")
+    print(f"{'quarry mine, cold':28} {cold_s:8.1f} {cold_s / st_s:7.2f} {cold_mem.peak / 2**30:8.2f} GiB  "
+          "(process tree: driver + Ray)")
+    print(f"{'quarry mine, warm (cache)':28} {warm_s:8.1f} {warm_s / st_s:7.2f} {warm_mem.peak / 2**30:8.2f} GiB")
+    print(f"cold/warm speed-up: {cold_s / warm_s:.1f}x; warm vs ST: {st_s / warm_s:.1f}x; "
+          f"Ray start-up (not included above): {ray_start:.1f} s")
+    for label, (jaccards, why) in overlap.items():
+        depth = runs[label][2].report["desc2article"]["depth"]
+        identical = sum(1 for j in jaccards if j == 1.0)
+        print(f"negative sets vs ST, Quarry depth {depth}: mean Jaccard {sum(jaccards) / len(jaccards):.4f}; "
+              f"identical for {identical} of {len(jaccards)} queries; where they differ:")
+        for reason, n in why.most_common():
+            print(f"  {n:6d}  {reason}")
+
+
+def compare(catalog, result, examples, text_of, anchors, st_sets, num_negatives):
+    """Per-query Jaccard of the two negative sets, and the reason for each difference."""
+    q_neg = catalog.read_table("negatives", result.negatives.name, result.negatives.version).to_pylist()
+    rejected = catalog.read_table("rejections", result.rejections.name, result.rejections.version,
+                                  columns=["example_id", "cand_text", "reason"]).to_pylist()
+    reason_of = {(r["example_id"], r["cand_text"]): r["reason"] for r in rejected}
+    by_example = {e["example_id"]: e for e in examples}
+    quarry_sets: dict[tuple, set] = defaultdict(set)
+    for r in q_neg:
+        e = by_example[r["example_id"]]
+        quarry_sets[(e["query"], text_of[e["positive_ids"][0]])].add(r["neg_text"])
+    text_count = Counter(anchors)
+    jaccards, why = [], Counter()
+    for e in examples:
+        key = (e["query"], text_of[e["positive_ids"][0]])
+        a, b = st_sets.get(key, set()), quarry_sets.get(key, set())
+        j = len(a & b) / len(a | b) if a | b else 1.0
+        jaccards.append(j)
+        if j == 1.0:
+            continue
+        if text_count[e["query"]] > 1:
+            why["queries: text shared with other queries (ST merges them into one multi-positive query "
+                "and thresholds on the lowest of all their positives)"] += 1
+        elif not a:
+            why["queries: ST found too few negatives and dropped the query"] += 1
+        elif len(b) < num_negatives:
+            why["queries: Quarry found fewer eligible candidates in its top-k than ST in its deeper search"] += 1
+        else:
+            for neg in a - b:
+                reason = reason_of.get((e["example_id"], neg))
+                why[f"negatives: ST's, rejected by Quarry as {reason}" if reason else
+                    "negatives: ST's, ranked below Quarry's picks (score ties or float differences)"] += 1
+    return jaccards, why
+
+
+if __name__ == "__main__":
+    main()

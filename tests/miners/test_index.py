@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from miners.index import IndexConfig, Searcher, brute_force_topk
+from storage import InputError
+
+
+def _unit(rng, n, d):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return _unit(rng, 2000, 32), _unit(rng, 300, 32)
+
+
+def test_flat_equals_brute_force(data):
+    pool, queries = data
+    scores, ids = Searcher(pool).search(queries, 20, batch_size=64)  # several search batches
+    ref_scores, ref_ids = brute_force_topk(queries, pool, 20)
+    assert np.array_equal(ids, ref_ids)
+    assert np.allclose(scores, ref_scores, atol=1e-5)
+
+
+def test_ivf_visiting_every_list_is_exact(data):
+    pool, queries = data
+    scores, ids = Searcher(pool, IndexConfig(kind="ivf", nlist=16, nprobe=16)).search(queries, 10)
+    assert np.array_equal(ids, brute_force_topk(queries, pool, 10)[1])
+
+
+def test_hnsw_recall_is_high(data):
+    pool, queries = data
+    _, ids = Searcher(pool, IndexConfig(kind="hnsw", ef_search=256)).search(queries, 10)
+    ref = brute_force_topk(queries, pool, 10)[1]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, ref)])
+    assert recall >= 0.95
+
+
+def test_depth_is_capped_at_the_pool_size_and_bad_input_is_clear(data):
+    pool, queries = data
+    scores, ids = Searcher(pool[:5]).search(queries[:3], 50)
+    assert ids.shape == (3, 5) and (ids >= 0).all()
+    with pytest.raises(InputError, match="empty candidate pool"):
+        Searcher(np.zeros((0, 32), np.float32))
+    with pytest.raises(InputError, match="index has dim 32"):
+        Searcher(pool).search(np.zeros((2, 16), np.float32), 5)
+    with pytest.raises(InputError, match="unknown index"):
+        IndexConfig(kind="annoy")

@@ -1,0 +1,162 @@
+"""quarry mine on a small corpus through real Ray: output rules, cache, Ray == in-process."""
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from miners.cache import EmbeddingCache, embeddings_table
+from miners.teacher import TeacherSpec, describe
+from pipelines.cli import main
+from pipelines.mine import MineConfig, prepare, select_batch, select_on_ray, teacher_label
+from pipelines.sources import load_embedded_table
+from storage import Catalog, CatalogError
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+SPEC = """
+name: small
+corpus: small
+tasks:
+  - name: desc
+    type: retrieval
+    source: {corpus: small}
+    columns: {query: description, positive_ids: doc_id, id: doc_id}
+    instruction: Retrieve the article
+  - name: topic
+    type: classification
+    source: {corpus: small}
+    columns: {text: text, label: topic, id: doc_id}
+    instruction: Classify the topic
+    exclude_labels: [Uncategorized]
+"""
+
+
+def _write_corpus(path, table):
+    with open(path, "w", encoding="utf-8") as f:
+        for row in table.to_pylist():
+            f.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("mine")
+    root = str(base / "data")
+    corpus = load_embedded_table("en", 120)
+    _write_corpus(base / "docs.jsonl", corpus)
+    (base / "spec.yaml").write_text(SPEC)
+    build = ["--root", root, "build", "wiki", "--name", "small", "--source", "files", "--path",
+             str(base / "docs.jsonl"), "--columns", "title=title,text=extract,description=description,topic=topic"]
+    assert main(build) == 0
+    assert main(["--root", root, "build", "tasks", "--spec", str(base / "spec.yaml")]) == 0
+    assert main(["--root", root, "mine", "--examples", "small", "--depth", "40"]) == 0
+    return {"root": root, "base": base, "build": build, "corpus": corpus}
+
+
+def test_negatives_follow_the_rules(setup):
+    catalog = Catalog(setup["root"])
+    neg = catalog.read_table("negatives", "small").to_pylist()
+    examples = {r["example_id"]: r for r in catalog.read_table("examples", "small").to_pylist()}
+    texts = {r["doc_id"]: r["text"] for r in catalog.read_table("corpus", "small").to_pylist()}
+    assert neg
+    per_query = {}
+    for r in neg:
+        ex = examples[r["example_id"]]
+        assert r["neg_id"] not in ex["positive_ids"] and r["neg_id"] != r["example_id"]
+        if r["task_type"] == "retrieval":
+            assert r["neg_text"] == texts[r["neg_id"]] != texts[ex["positive_ids"][0]]
+            assert r["neg_score"] <= 0.95 * r["positive_score"] + 1e-6
+            assert r["strategy"] == "topk_perc_pos" and r["threshold"] == pytest.approx(0.95 * r["positive_score"])
+        else:
+            assert r["neg_label"] != r["label"] and r["neg_text"] != ex["positive"]
+        per_query[r["example_id"]] = per_query.get(r["example_id"], 0) + 1
+    assert max(per_query.values()) == 7
+
+
+def test_provenance_report_and_rejections(setup):
+    catalog = Catalog(setup["root"])
+    m = catalog.manifest("negatives", "small")
+    assert m.config["selection"]["strategy"] == "topk_perc_pos" and m.config["depth"] == 40
+    assert {i.kind for i in m.inputs} == {"examples", "corpus", "embeddings", "rejections"}
+    assert m.attachments == ["report.json", "scores.png"]
+    report = json.load(open(catalog.attachment_path("negatives", "small", m.version, "report.json")))
+    assert report["topic"]["rejected"]["same_class"] > 0 and report["desc"]["queries_mined"] > 0
+    png = open(catalog.attachment_path("negatives", "small", m.version, "scores.png"), "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    rejected = catalog.read_table("rejections", "small").to_pylist()
+    assert {r["reason"] for r in rejected} >= {"is_positive", "same_class"}
+    assert all(r["cand_label"] == r["label"] for r in rejected if r["reason"] == "same_class")
+
+
+def test_second_run_embeds_nothing_and_a_changed_document_alone_is_re_embedded(setup, capsys):
+    root = setup["root"]
+    assert main(["--root", root, "mine", "--examples", "small", "--depth", "40"]) == 0
+    assert "embedded 0 new texts" in capsys.readouterr().out
+    changed = setup["corpus"].to_pylist()
+    changed[5]["extract"] = changed[5]["extract"] + " An added sentence."
+    _write_corpus(setup["base"] / "docs.jsonl", pa.Table.from_pylist(changed))
+    assert main(setup["build"]) == 0
+    assert main(["--root", root, "build", "tasks", "--spec", str(setup["base"] / "spec.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["--root", root, "mine", "--examples", "small", "--depth", "40"]) == 0
+    # The new extract is one new corpus text; the classification example shares that string.
+    assert "embedded 1 new texts" in capsys.readouterr().out
+
+
+def test_ray_selection_equals_the_same_function_in_process(setup):
+    catalog = Catalog(setup["root"])
+    cfg = MineConfig(examples="small", depth=40, chunk_rows=50)  # several Ray batches
+    prepared = prepare(cfg, catalog)
+    import ray
+
+    on_ray = pa.concat_tables(ray.get(select_on_ray(prepared, cfg, "run-x")))
+    in_process = select_batch(prepared.queries, {n: p.table for n, p in prepared.pools.items()}, cfg.selection,
+                              cfg.class_selection, teacher_label(cfg, prepared.fingerprint), "run-x")
+    assert on_ray.num_rows > 0 and on_ray.equals(in_process)
+
+
+def test_bad_inputs_give_one_line_errors(setup, tmp_path, capsys):
+    root = setup["root"]
+    broken = tmp_path / "broken-teacher"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    assert main(["--root", root, "mine", "--examples", "small", "--teacher", str(broken)]) == 2
+    assert "does not load" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert main(["--root", root, "mine", "--examples", "small", "--tasks", "nope"]) == 2
+    assert "has no task 'nope'" in capsys.readouterr().err
+    assert main(["--root", root, "mine", "--examples", "small", "--depth", "3"]) == 2
+    assert "below --num-negatives" in capsys.readouterr().err
+
+
+def test_depth_beyond_the_corpus_is_capped_and_recorded(setup):
+    catalog = Catalog(setup["root"])
+    assert main(["--root", setup["root"], "mine", "--examples", "small", "--tasks", "desc", "--depth", "100000",
+                 "--name", "deep"]) == 0
+    report = catalog.manifest("negatives", "deep").stats["report"]["desc"]
+    assert report["depth"] == 120
+
+
+def test_cache_of_another_dimension_is_refused(tmp_path):
+    catalog = Catalog(str(tmp_path / "data"))
+    spec = TeacherSpec(max_length=64)
+    fp, max_len = describe(spec)
+    bogus = EmbeddingCache(catalog, spec.cache_name(fp, max_len), dim=8, config={})
+
+    def stage(writer):
+        writer.write_table(embeddings_table(["k"], np.zeros((1, 8), np.float32)))
+        return 1
+
+    bogus.append(stage, {})
+    catalog.write_table("corpus", "c", pa.table({"doc_id": ["a", "b"], "text": ["x", "y"], "content_hash": ["1", "2"]}))
+    catalog.write_table("examples", "e", pa.table({
+        "task": ["t"], "task_type": ["retrieval"], "example_id": ["t:1"], "instruction": [""], "query": ["q"],
+        "query_hash": ["h"], "positive_ids": [["a"]], "label": pa.array([None], pa.string())}),
+        config={"corpus": "c"})
+    from pipelines.mine import mine
+    from miners.select import SelectionConfig
+
+    with pytest.raises(CatalogError, match="holds 8-dimensional vectors but the teacher gives 384"):
+        mine(MineConfig(examples="e", teacher=spec, depth=2, selection=SelectionConfig(num_negatives=1),
+                        class_selection=SelectionConfig(strategy="topk", num_negatives=1)), catalog)
