@@ -23,11 +23,8 @@ log = logging.getLogger("quarry")
 DEFAULT_TASK_SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  "configs", "tasks", "vital.yaml")
 
-NOT_BUILT = {
-    "export": "training-shard export (issue 4)",
-    "train": "the NV-Embed contrastive trainer (issue 4)",
-    "encode": "encoding with a trained model (issue 4)",
-}
+DEFAULT_TRAIN_CONFIG = os.path.join(os.path.dirname(DEFAULT_TASK_SPEC), "..", "train", "cpu-minilm.yaml")
+NOT_BUILT: dict[str, str] = {}
 
 
 def _parse_columns(text: str | None) -> dict[str, str]:
@@ -51,9 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="also Ray Data's own logs and tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="the main job: build the corpus and the task datasets, mine negatives")
+    run = sub.add_parser("run", help="the main job: corpus, tasks, hard negatives, shards, CPU demo training")
     run.add_argument("--limit", type=int, help="first N articles only (quick trials)")
     run.add_argument("--spec", default=DEFAULT_TASK_SPEC, help="task spec (default configs/tasks/vital.yaml)")
+    run.add_argument("--train-config", default=DEFAULT_TRAIN_CONFIG,
+                     help="training config (default configs/train/cpu-minilm.yaml)")
 
     build = sub.add_parser("build", help="build a dataset").add_subparsers(dest="what", required=True, metavar="WHAT")
     wiki = build.add_parser("wiki", help="the Wikipedia corpus")
@@ -102,6 +101,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     mine = sub.add_parser("mine", help="mine hard negatives with a teacher retriever")
     add_mine_arguments(mine)
+
+    ex = sub.add_parser("export", help="pack examples + negatives into training shards")
+    ex.add_argument("--name", help="shards dataset name (default <examples>-stage<N>)")
+    ex.add_argument("--examples", default="vital")
+    ex.add_argument("--negatives", help="negatives dataset (default: the examples name)")
+    ex.add_argument("--stage", type=int, default=1, choices=[1, 2],
+                    help="1: retrieval tasks only; 2: every task, in-batch negatives off for class tasks")
+    ex.add_argument("--global-batch", type=int, default=32, help="queries per global batch (default 32)")
+    ex.add_argument("--workers", type=int, default=2, help="training workers the batches are cut for (default 2)")
+    ex.add_argument("--num-negatives", type=int, default=7, help="hard negatives per query (default 7)")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--tasks", help="comma-separated tasks (default: all the stage allows)")
+
+    tr = sub.add_parser("train", help="contrastive training on Ray Train")
+    tr.add_argument("--config", required=True, help="configs/train/<name>.yaml")
+    tr.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    tr.add_argument("--max-steps", type=int, help="override max_steps (the schedule's length)")
+    tr.add_argument("--stop-after", type=int, help="end after N steps with a checkpoint (resume with --resume)")
+    tr.add_argument("--shards", help="override the shards dataset")
+    tr.add_argument("--run-name", help="override run_name")
+
+    en = sub.add_parser("encode", help="embed texts with a trained (or any) model")
+    en.add_argument("--model", required=True, help="a saved Quarry model folder, or a backbone path")
+    en.add_argument("--input", required=True, help="JSONL, Parquet or plain text (one text per line)")
+    en.add_argument("--out", required=True, help="output Parquet: the input columns + embedding")
+    en.add_argument("--text-column", default="text")
+    en.add_argument("--instruction", help="instruction prefix for every text (queries)")
+    en.add_argument("--batch-size", type=int, default=32)
 
     for name, what in NOT_BUILT.items():
         sub.add_parser(name, help=f"not built yet: {what}", add_help=False).add_argument(
@@ -184,6 +211,39 @@ def _report_mine(result) -> None:
           f"{r.num_rows} rows; run {result.run_id}")
 
 
+def cmd_export(args, catalog: Catalog) -> None:
+    from pipelines.export import ExportConfig, export_shards
+
+    tasks = tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else ()
+    cfg = ExportConfig(name=args.name or f"{args.examples}-stage{args.stage}", examples=args.examples,
+                       negatives=args.negatives, stage=args.stage, global_batch=args.global_batch,
+                       workers=args.workers, num_negatives=args.num_negatives, seed=args.seed, tasks=tasks)
+    manifest, stats = export_shards(cfg, catalog)
+    for task, s in stats.items():
+        print(f"  {task}: {s['examples']} examples, {s['batches']} batches, {s['dropped_incomplete']} left out of "
+              f"the last incomplete batch, {s['short_of_negatives']} short of negatives")
+    print(f"shards/{manifest.name}: {manifest.version}: {manifest.num_rows} rows in "
+          f"{manifest.config['batches']} global batches of {cfg.global_batch}")
+
+
+def cmd_train(args, catalog: Catalog) -> None:
+    from pipelines.train import load_train_config, train
+
+    cfg = load_train_config(args.config, {"max_steps": args.max_steps, "shards": args.shards,
+                                          "run_name": args.run_name})
+    out = train(cfg, catalog, resume=args.resume, stop_after=args.stop_after)
+    m = out["metrics"]
+    print(f"trained {cfg.run_name}: step {m.get('step')}, loss {m.get('loss', float('nan')):.4f}; "
+          f"model in {out['model_dir']}; TensorBoard: tensorboard --logdir {out['run_dir']}/tb")
+
+
+def cmd_encode(args, catalog: Catalog) -> None:
+    from pipelines.encode import encode_file
+
+    rows = encode_file(args.model, args.input, args.out, args.text_column, args.instruction, args.batch_size)
+    print(f"wrote {rows} embeddings to {args.out}")
+
+
 def cmd_build_wiki(args, catalog: Catalog) -> None:
     from pipelines.sources import SourceConfig
     from pipelines.wiki import WikiBuildConfig, build_wiki
@@ -221,14 +281,29 @@ def cmd_run(args, catalog: Catalog) -> None:
 
     from pipelines.mine import MineConfig, mine
 
-    log.info("quarry run: 1/3 corpus from the embedded Wikipedia vital articles")
+    from pipelines.export import ExportConfig, export_shards
+    from pipelines.train import load_train_config, run_state, train
+
+    log.info("quarry run: 1/5 corpus from the embedded Wikipedia vital articles")
     _report(build_wiki(WikiBuildConfig(name="vital", source=SourceConfig(limit=args.limit)), catalog))
-    log.info("quarry run: 2/3 instruction tasks from %s", os.path.relpath(args.spec))
+    log.info("quarry run: 2/5 instruction tasks from %s", os.path.relpath(args.spec))
     spec = load_task_set(args.spec)
     _report(build_tasks(spec, catalog))
-    log.info("quarry run: 3/3 hard negatives (teacher: packaged MiniLM, topk_perc_pos 0.95, 7 per query)")
+    log.info("quarry run: 3/5 hard negatives (teacher: packaged MiniLM, topk_perc_pos 0.95, 7 per query)")
     _report_mine(mine(MineConfig(examples=spec.name), catalog))
-    log.info("quarry run: not built yet: export and training (issue 4)")
+    log.info("quarry run: 4/5 stage-1 training shards")
+    shards, _ = export_shards(ExportConfig(name=f"{spec.name}-stage1", examples=spec.name, stage=1), catalog)
+    print(f"shards/{shards.name}: {shards.version}: {shards.num_rows} rows in {shards.config['batches']} batches")
+    cfg = load_train_config(args.train_config, {"shards": shards.name})
+    done, total = run_state(cfg, catalog)
+    if done is not None and done >= total:
+        print(f"train: run {cfg.run_name} already finished ({done} steps); model in "
+              f"{catalog.root.path('models', cfg.run_name)} (delete runs/{cfg.run_name} to train again)")
+    else:
+        log.info("quarry run: 5/5 contrastive training, %s", os.path.relpath(args.train_config))
+        out = train(cfg, catalog, resume=done is not None)
+        print(f"trained {cfg.run_name}: step {out['metrics'].get('step')}, loss {out['metrics'].get('loss'):.4f}; "
+              f"model in {out['model_dir']}")
     _print_query(catalog, "select task, task_type, count(*) as examples from examples "
                           "group by all order by task", [], None, None, 40)
 
@@ -348,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"quarry {args.command}: not built yet: {NOT_BUILT[args.command]} is still open work",
               file=sys.stderr)
         return 2
-    handlers = {"run": cmd_run, "datasets": cmd_datasets, "show": cmd_show, "query": cmd_query, "mine": cmd_mine}
+    handlers = {"run": cmd_run, "datasets": cmd_datasets, "show": cmd_show, "query": cmd_query, "mine": cmd_mine,
+                "export": cmd_export, "train": cmd_train, "encode": cmd_encode}
     try:
         catalog = Catalog(args.root)
         if args.command == "build":

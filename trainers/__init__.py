@@ -1,1 +1,6 @@
-"""Quarry trainers: the NV-Embed contrastive model and trainer (see issue 4)."""
+"""Quarry trainers: the NV-Embed embedding model, its losses and the contrastive trainer."""
+
+from trainers.model import EmbeddingModel, EmbeddingModelConfig, LoraSettings
+from trainers.pooling import PoolingConfig
+
+__all__ = ["EmbeddingModel", "EmbeddingModelConfig", "LoraSettings", "PoolingConfig"]

@@ -1,0 +1,120 @@
+"""Training-step throughput of an EmbeddingModel for a given backbone and batch shape.
+
+    python benchmarks/train_throughput.py --backbone tiny:mistral --batch 16 --negatives 7 --seq 128
+    python benchmarks/train_throughput.py --backbone mistral-7b-shape --bf16 --lora --seq 512   # on a GPU
+
+One process, no Ray: forward + backward + optimizer step of the contrastive loss on
+random token ids (queries, positives and negatives in one forward pass, as in training).
+Prints examples/s (queries per second), tokens/s and, on a GPU, model FLOPs utilisation
+(6 x parameters x tokens for forward + backward through the backbone, 4 x with LoRA,
+where frozen weights get no gradient, over the GPU's dense bf16 peak, --peak-tflops). ``mistral-7b-shape`` builds a
+Mistral-7B-shaped model with random weights (no download).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from trainers import EmbeddingModel, LoraSettings, PoolingConfig  # noqa: E402
+from trainers.loss import loss_from_embeddings  # noqa: E402
+
+
+def build_backbone(name: str) -> str:
+    if name.startswith("tiny:"):
+        from pipelines.sources import load_embedded_table
+        from trainers.tiny import build_tiny_decoder
+
+        texts = load_embedded_table("en", 300).column("extract").to_pylist()
+        return build_tiny_decoder(name.split(":")[1], os.path.join(tempfile.mkdtemp(), "m"), texts)
+    if name == "mistral-7b-shape":
+        from transformers import AutoModel, MistralConfig
+
+        from trainers.tiny import train_tokenizer
+
+        out = os.path.join(tempfile.mkdtemp(), "m")
+        cfg = MistralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                            num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096)
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = AutoModel.from_config(copy.deepcopy(cfg), dtype=torch.bfloat16)
+        model.save_pretrained(out)
+        train_tokenizer(["a b c"] * 10, vocab_size=300).save_pretrained(out)
+        return out
+    if name.startswith("packaged:"):
+        from miners.teacher import resolve_teacher_path
+
+        return resolve_teacher_path(name)
+    return name
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", default="tiny:mistral")
+    p.add_argument("--batch", type=int, default=16, help="queries per step")
+    p.add_argument("--negatives", type=int, default=7)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--pooling", default="latent_attention")
+    p.add_argument("--lora", action="store_true")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--attn", default="sdpa")
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak (H100 SXM: 989)")
+    args = p.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    path = build_backbone(args.backbone)
+    model = EmbeddingModel.from_pretrained(path, pooling=PoolingConfig(mode=args.pooling), attn_implementation=args.attn,
+                                           dtype=torch.bfloat16 if args.bf16 else None,
+                                           lora=LoraSettings() if args.lora else None).to(device)
+    if args.gradient_checkpointing:
+        base = model.backbone
+        (getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable)()
+    model.train()
+    params = sum(p.numel() for p in model.backbone.parameters())
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    n = args.batch * (2 + args.negatives)
+    vocab = model.tokenizer.vocab_size if hasattr(model.tokenizer, "vocab_size") else 1000
+    ids = torch.randint(5, min(vocab, 30000) - 1, (n, args.seq), device=device)
+    mask = torch.ones_like(ids)
+    times = []
+    for step in range(args.steps + 2):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        emb = model(input_ids=ids, attention_mask=mask, embed_mask=mask)
+        b = args.batch
+        loss = loss_from_embeddings(emb[:b], emb[b:2 * b], emb[2 * b:].reshape(b, args.negatives, -1), 0.02, True)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()  # a CPU-GPU sync point: only to time the step
+        if step >= 2:  # the first steps warm up kernels and the allocator
+            times.append(time.perf_counter() - t)
+    step_s = sum(times) / len(times)
+    tokens = n * args.seq
+    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or 'cpu'}; "
+          f"backbone {args.backbone} ({params / 1e6:.1f} M parameters), pooling {args.pooling}, "
+          f"LoRA {args.lora}, bf16 {args.bf16}, seq {args.seq}, {args.batch} queries x (1 + 1 + {args.negatives})")
+    print(f"step {step_s * 1000:.1f} ms; {args.batch / step_s:.1f} examples/s; {tokens / step_s:.0f} tokens/s")
+    if device == "cuda":
+        # Forward 2N, backward 2N for activation gradients, +2N for weight gradients unless the
+        # weights are frozen (LoRA): 6N or 4N FLOPs per token through the backbone.
+        per_token = (4 if args.lora else 6) * params
+        flops = per_token * tokens / step_s
+        print(f"MFU {100 * flops / (args.peak_tflops * 1e12):.1f}% ({4 if args.lora else 6} x params x tokens per "
+              f"step over {args.peak_tflops} TFLOP/s); peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Export and Ray Train on a tiny decoder, 2 CPU workers (gloo): learning, resume, encode."""
+
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.cli import main
+from storage import Catalog
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "train", "tiny-decoder.yaml")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("train") / "data")
+    for argv in (["build", "wiki", "--limit", "120"], ["build", "tasks", "--limit", "120"],
+                 ["mine", "--num-negatives", "3"],
+                 ["export", "--tasks", "vital-title2article", "--global-batch", "8", "--workers", "2",
+                  "--num-negatives", "3"]):
+        assert main(["--root", root, *argv]) == 0
+    return root
+
+
+def _losses(root, run):
+    with open(os.path.join(root, "runs", run, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_shards_pack_one_task_per_batch_split_over_workers(root):
+    shards = Catalog(root).read_table("shards", "vital-stage1").to_pylist()
+    by_batch = {}
+    for r in shards:
+        by_batch.setdefault(r["batch_index"], []).append(r)
+    assert all(len(rows) == 8 and {r["worker"] for r in rows} == {0, 1} for rows in by_batch.values())
+    assert all(r["in_batch"] and len(r["negatives"]) == 3 for r in shards)
+    assert len({r["example_id"] for r in shards}) == len(shards)
+
+
+def test_stage_two_turns_in_batch_negatives_off_for_class_tasks(root):
+    assert main(["--root", root, "export", "--stage", "2", "--global-batch", "8", "--workers", "2",
+                 "--num-negatives", "3"]) == 0
+    rows = Catalog(root).read_table("shards", "vital-stage2", columns=["task_type", "in_batch"]).to_pylist()
+    assert {r["task_type"] for r in rows} >= {"retrieval", "classification", "clustering"}
+    assert all(r["in_batch"] == (r["task_type"] == "retrieval") for r in rows)
+
+
+def test_two_worker_training_lowers_the_loss_and_resume_matches(root, tmp_path):
+    batches = Catalog(root).manifest("shards", "vital-stage1").config["batches"]
+    steps = 3 * batches  # three epochs over the same batches
+    common = ["--root", root, "train", "--config", CONFIG, "--max-steps", str(steps)]
+    assert main(common + ["--run-name", "full"]) == 0
+    full = _losses(root, "full")
+    assert [r["step"] for r in full] == list(range(1, steps + 1))
+    first, last = np.mean([r["loss"] for r in full[:batches]]), np.mean([r["loss"] for r in full[-batches:]])
+    assert last < first - 0.3, f"loss did not go down: epoch 1 {first:.3f}, epoch 3 {last:.3f}"
+
+    half = steps // 2
+    assert main(common + ["--run-name", "split", "--stop-after", str(half)]) == 0
+    assert main(common + ["--run-name", "split"]) == 2  # an existing run needs --resume
+    assert main(common + ["--run-name", "split", "--resume"]) == 0
+    split = _losses(root, "split")
+    assert [r["step"] for r in split] == list(range(1, steps + 1))
+    assert np.allclose([r["loss"] for r in split], [r["loss"] for r in full], atol=1e-4)
+
+    out = str(tmp_path / "emb.parquet")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Paris\nThe Moon orbits the Earth.\n")
+    assert main(["--root", root, "encode", "--model", os.path.join(root, "models", "full"), "--input", str(texts),
+                 "--out", out]) == 0
+    table = pq.read_table(out)
+    vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    assert vectors.shape == (2, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)

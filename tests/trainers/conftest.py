@@ -1,0 +1,8 @@
+import pytest
+
+from pipelines.sources import load_embedded_table
+
+
+@pytest.fixture(scope="session")
+def wiki_texts():
+    return load_embedded_table("en", 300).column("extract").to_pylist()

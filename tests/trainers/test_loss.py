@@ -1,0 +1,96 @@
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from trainers.loss import gathered_loss, loss_from_embeddings
+
+
+def _unit(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=g), dim=-1)
+
+
+def test_hand_computed_value_without_in_batch():
+    q = torch.tensor([[1.0, 0.0]])
+    pos = torch.tensor([[0.6, 0.8]])
+    neg = torch.tensor([[[0.0, 1.0]]])
+    t = 0.5
+    expected = -math.log(math.exp(0.6 / t) / (math.exp(0.6 / t) + math.exp(0.0 / t)))
+    got = loss_from_embeddings(q, pos, neg, temperature=t, in_batch=False)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_hand_computed_value_with_in_batch():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    pos = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    neg = torch.tensor([[[0.0, -1.0]], [[-1.0, 0.0]]])
+    t = 1.0
+    # query 0 scores: pos0 1, pos1 0, neg0 0, neg1 -1 ; query 1: pos0 0, pos1 1, neg0 -1, neg1 0
+    denom = math.exp(1) + math.exp(0) + math.exp(0) + math.exp(-1)
+    expected = -math.log(math.exp(1) / denom)
+    assert loss_from_embeddings(q, pos, neg, t, in_batch=True).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_known_positives_are_masked_out_of_the_denominator():
+    q, pos, neg = _unit(3, 8), _unit(3, 8, seed=1), _unit(3, 2, 8, seed=2)
+    keys = torch.tensor([10, 11, 12])
+    neg_keys = torch.tensor([[1, 2], [3, 4], [5, 6]])
+    base = loss_from_embeddings(q, pos, neg, 0.05, True, keys, neg_keys)
+    same = neg_keys.clone()
+    same[0, 1] = 10  # query 0's second negative is its positive's text
+    masked = loss_from_embeddings(q, pos, neg, 0.05, True, keys, same)
+    # Equivalent: the same loss with that candidate pushed to -inf by hand.
+    docs = torch.cat([pos, neg.reshape(6, 8)])
+    scores = q @ docs.T / 0.05
+    scores[0, 3 + 1] = float("-inf")
+    assert masked.item() == pytest.approx(F.cross_entropy(scores, torch.arange(3)).item(), rel=1e-6)
+    assert masked.item() != pytest.approx(base.item())
+    labels = torch.tensor([0, 0, 1])  # class task: query 1's positive is a true positive of query 0 too
+    neg_labels = torch.tensor([[1, 1], [1, 1], [0, 0]])
+    scores = q @ docs.T / 0.05
+    for row, col in [(0, 1), (1, 0), (2, 3 + 4), (2, 3 + 5)]:
+        scores[row, col] = float("-inf")
+    expected = F.cross_entropy(scores, torch.arange(3))
+    got = loss_from_embeddings(q, pos, neg, 0.05, True, None, None, labels, neg_labels)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, out_dir, in_batch):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    q, pos, neg = _unit(8, 16), _unit(8, 16, seed=1), _unit(8, 3, 16, seed=2)
+    keys, neg_keys = torch.arange(8), torch.arange(100, 124).reshape(8, 3)
+    labels, neg_labels = torch.full((8,), -1), torch.full((8, 3), -1)
+    b = 8 // world
+    sl = slice(rank * b, (rank + 1) * b)
+    mine = [t[sl].clone().requires_grad_() for t in (q, pos, neg)]
+    loss = gathered_loss(*mine, in_batch, 0.05, keys[sl], neg_keys[sl], labels[sl], neg_labels[sl])
+    loss.backward()
+    torch.save({"loss": loss.detach(), "grads": [t.grad / world for t in mine]}, os.path.join(out_dir, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_two_process_gathered_loss_equals_single_process_loss(tmp_path, in_batch):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), in_batch), nprocs=2, join=True)
+    parts = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    q, pos, neg = (t.clone().requires_grad_() for t in (_unit(8, 16), _unit(8, 16, seed=1), _unit(8, 3, 16, seed=2)))
+    single = loss_from_embeddings(q, pos, neg, 0.05, in_batch, torch.arange(8), torch.arange(100, 124).reshape(8, 3),
+                                  torch.full((8,), -1), torch.full((8, 3), -1))
+    single.backward()
+    assert torch.stack([p["loss"] for p in parts]).mean().item() == pytest.approx(single.item(), rel=1e-5)
+    for i, full in enumerate((q.grad, pos.grad, neg.grad)):
+        distributed = torch.cat([p["grads"][i] for p in parts])
+        assert torch.allclose(distributed, full, atol=1e-6), f"gradient {i} differs"

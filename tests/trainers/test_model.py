@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from miners.teacher import DEFAULT_TEACHER, resolve_teacher_path
+from trainers import EmbeddingModel, LoraSettings, PoolingConfig
+from trainers.tiny import build_tiny_decoder
+
+MINILM = resolve_teacher_path(DEFAULT_TEACHER)
+TEXTS = ["The cat sat on the mat.", "Quantum chromodynamics describes the strong force.", "Paris"]
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory, wiki_texts):
+    return build_tiny_decoder("mistral", str(tmp_path_factory.mktemp("tiny") / "m"), wiki_texts[:200])
+
+
+def _perturb_trainable(model):
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)  # as if trained: LoRA B is zero at init
+
+
+def test_encoder_encode_is_normalised_and_loads_in_sentence_transformers(tmp_path):
+    model = EmbeddingModel.from_pretrained(MINILM, pooling="mean", max_length=64)
+    out = model.encode(TEXTS, batch_size=2)
+    assert out.shape == (3, 384) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+    model.save_pretrained(str(tmp_path))
+    again = EmbeddingModel.from_pretrained(str(tmp_path))
+    assert np.allclose(again.encode(TEXTS), out, atol=1e-5)
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(tmp_path), device="cpu").encode(TEXTS, normalize_embeddings=True)
+    # Quarry leaves [CLS] out of the mean; sentence-transformers keeps it: close vectors, closest for
+    # long texts ("Paris" is one token, where [CLS] weighs a third of the mean).
+    cosine = (st * out).sum(1)
+    assert cosine[:2].min() > 0.99 and cosine[2] > 0.9
+
+
+def test_instruction_changes_the_embedding_but_is_not_pooled():
+    model = EmbeddingModel.from_pretrained(MINILM, pooling="mean", max_length=64)
+    plain = model.encode(["a text about birds"])
+    with_ins = model.encode(["a text about birds"], instruction="Classify the topic: ")
+    assert not np.allclose(plain, with_ins, atol=1e-4)  # the text tokens attended to the instruction
+    batch = model.tokenize(["a text about birds"], "Classify the topic: ")
+    n_text = len(model.tokenizer("a text about birds", add_special_tokens=False)["input_ids"])
+    assert int(batch["embed_mask"].sum()) == n_text + 1  # the text and [SEP]
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_decoder_with_lora_and_latent_pooling_round_trips(tiny_path, tmp_path, merge):
+    torch.manual_seed(0)
+    model = EmbeddingModel.from_pretrained(tiny_path, pooling=PoolingConfig(num_latents=16, num_heads=4),
+                                           lora=LoraSettings(r=4, alpha=8, dropout=0.0), max_length=32)
+    assert hasattr(model.backbone, "peft_config") and model.config.is_decoder and model.config.add_eos
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and any(n.startswith("pooler.latent") for n in trainable)
+    assert not any("embed_tokens" in n for n in trainable)
+    _perturb_trainable(model)
+    out = model.encode(TEXTS)
+    model.save_pretrained(str(tmp_path), merge_lora=merge)
+    again = EmbeddingModel.from_pretrained(str(tmp_path))
+    assert again.backbone.config.is_causal is False
+    assert np.allclose(again.encode(TEXTS), out, atol=1e-4)
+    assert (tmp_path / "adapter").is_dir() != merge

@@ -1,0 +1,227 @@
+"""``EmbeddingModel``: a Hugging Face backbone made bidirectional, with a pooling head.
+
+    from trainers import EmbeddingModel
+    model = EmbeddingModel.from_pretrained("path/or/id", pooling="latent_attention")
+    vectors = model.encode(["a text"], instruction="Instruct: ...\\nQuery: ")
+    model.save_pretrained("out/")
+
+Decoders (Llama, Mistral, Qwen2, ...) are made bidirectional through their config
+(``is_causal = False``): transformers then builds a padding-only mask for eager, sdpa
+and flash attention alike, without copying any attention class. Encoders (BERT-like)
+are bidirectional already. ``trust_remote_code`` stays off unless asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainers.pooling import Pooler, PoolingConfig
+from trainers.tokenization import SpecialLayout, batch_encode, special_layout
+
+log = logging.getLogger("quarry")
+
+CONFIG_NAME = "quarry_embedding.json"
+POOLING_WEIGHTS = "pooling.pt"
+ADAPTER_DIR = "adapter"
+DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "mixtral"}
+DECODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ENCODER_LORA_TARGETS = ["query", "key", "value", "dense"]
+ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": "lasttoken"}
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.1
+    targets: list[str] | None = None  # None: attention and MLP projections of the family
+
+
+@dataclass
+class EmbeddingModelConfig:
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)
+    bidirectional: bool = True
+    is_decoder: bool = False
+    max_length: int = 512
+    add_eos: bool = False  # decoders: append EOS (last-token pooling needs it)
+    padding_side: str = "right"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EmbeddingModelConfig":
+        d = dict(d)
+        version = d.pop("format", 1)
+        if version != 1:
+            raise ValueError(f"{CONFIG_NAME} format {version} is newer than this Quarry understands")
+        d["pooling"] = PoolingConfig(**d.get("pooling", {}))
+        return cls(**d)
+
+
+def flash_attention_available() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _load_backbone(path: str, bidirectional: bool, attn_implementation: str, dtype, trust_remote_code: bool,
+                   revision: str | None):
+    from transformers import AutoConfig, AutoModel
+
+    if attn_implementation == "flash_attention_2" and not flash_attention_available():
+        raise ImportError("flash_attention_2 needs flash-attn and a CUDA GPU: pip install .[gpu]; "
+                          "or use attn_implementation='sdpa'")
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
+    is_decoder = config.model_type in DECODER_TYPES
+    if is_decoder and bidirectional:
+        config.is_causal = False  # saved in config.json, so the saved model stays bidirectional
+    kwargs = {"config": config, "attn_implementation": attn_implementation, "trust_remote_code": trust_remote_code,
+              "revision": revision}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = AutoModel.from_pretrained(path, **kwargs)
+    return model, is_decoder
+
+
+class EmbeddingModel(nn.Module):
+    def __init__(self, backbone: nn.Module, tokenizer, config: EmbeddingModelConfig, pooler: Pooler | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.config = config
+        hidden = self._base_config().hidden_size
+        self.pooler = pooler if pooler is not None else Pooler(hidden, config.pooling)
+        self.layout: SpecialLayout = special_layout(tokenizer, config.add_eos)
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, pooling: str | PoolingConfig | None = None, bidirectional: bool = True,
+                        attn_implementation: str = "sdpa", dtype=None, max_length: int | None = None,
+                        trust_remote_code: bool = False, revision: str | None = None,
+                        lora: LoraSettings | None = None) -> "EmbeddingModel":
+        """A backbone by path or hub id, or a model Quarry saved (its pooling head included)."""
+        from transformers import AutoTokenizer
+
+        saved = os.path.isfile(os.path.join(path_or_id, CONFIG_NAME))
+        backbone, is_decoder = _load_backbone(path_or_id, bidirectional, attn_implementation, dtype,
+                                              trust_remote_code, revision)
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=trust_remote_code, revision=revision)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if saved:
+            with open(os.path.join(path_or_id, CONFIG_NAME), encoding="utf-8") as f:
+                cfg = EmbeddingModelConfig.from_dict(json.load(f))
+            if max_length:
+                cfg.max_length = max_length
+            model = cls(backbone, tokenizer, cfg)
+            state = torch.load(os.path.join(path_or_id, POOLING_WEIGHTS), map_location="cpu", weights_only=True)
+            model.pooler.load_state_dict(state)
+            adapter = os.path.join(path_or_id, ADAPTER_DIR)
+            if os.path.isdir(adapter):
+                from peft import PeftModel
+
+                model.backbone = PeftModel.from_pretrained(model.backbone, adapter, is_trainable=lora is not None)
+            elif lora is not None:
+                model.add_lora(lora)  # stage 2: a fresh LoRA over stage 1's merged weights
+            return model
+        if isinstance(pooling, str) or pooling is None:
+            pooling = PoolingConfig(mode=pooling or "latent_attention")
+        cfg = EmbeddingModelConfig(pooling=pooling, bidirectional=bidirectional, is_decoder=is_decoder,
+                                   max_length=max_length or 512, add_eos=is_decoder)
+        model = cls(backbone, tokenizer, cfg)
+        if lora is not None:
+            model.add_lora(lora)
+        return model
+
+    def add_lora(self, lora: LoraSettings) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        targets = lora.targets or (DECODER_LORA_TARGETS if self.config.is_decoder else ENCODER_LORA_TARGETS)
+        present = {name.rsplit(".", 1)[-1] for name, _ in self.backbone.named_modules()}
+        targets = [t for t in targets if t in present]
+        if not targets:
+            raise ValueError("none of the LoRA target modules exist in this backbone; give lora.targets")
+        self.backbone = get_peft_model(self.backbone, LoraConfig(r=lora.r, lora_alpha=lora.alpha,
+                                                                 lora_dropout=lora.dropout, target_modules=targets))
+
+    def _base_config(self):
+        base = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+        return base.config
+
+    # -- forward and encode --------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, embed_mask: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        return self.pooler(out.last_hidden_state, embed_mask)  # (batch, hidden), L2-normalised
+
+    def tokenize(self, texts: list[str], instructions: list[str] | str | None = None,
+                 max_length: int | None = None) -> dict[str, torch.Tensor]:
+        if instructions is None or isinstance(instructions, str):
+            instructions = [instructions or ""] * len(texts)
+        return batch_encode(self.tokenizer, self.layout, instructions, texts, max_length or self.config.max_length,
+                            self.config.padding_side)
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], instruction: str | None = None, batch_size: int = 32) -> np.ndarray:
+        """L2-normalised float32 rows, in input order (texts are batched by length)."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.zeros((len(texts), self.pooler_dim()), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx], instruction).items()}
+            out[idx] = self(**batch).float().cpu().numpy()
+        self.train(was_training)
+        return out
+
+    def pooler_dim(self) -> int:
+        return self._base_config().hidden_size
+
+    # -- saving ------------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str, merge_lora: bool = True) -> None:
+        """A folder ``from_pretrained`` loads back; sentence-transformers too, for mean,
+        weighted-mean and last-token pooling (latent attention is Quarry's own head)."""
+        os.makedirs(out_dir, exist_ok=True)
+        backbone = self.backbone
+        if hasattr(backbone, "peft_config"):
+            if merge_lora:
+                backbone = copy.deepcopy(backbone).merge_and_unload()
+            else:
+                backbone.save_pretrained(os.path.join(out_dir, ADAPTER_DIR))
+                # The base without the injected LoRA layers, under its original weight names.
+                backbone = copy.deepcopy(backbone).unload()
+        backbone.save_pretrained(out_dir)
+        self.tokenizer.save_pretrained(out_dir)
+        torch.save(self.pooler.state_dict(), os.path.join(out_dir, POOLING_WEIGHTS))
+        with open(os.path.join(out_dir, CONFIG_NAME), "w", encoding="utf-8") as f:
+            json.dump({**self.config.to_dict(), "format": 1}, f, indent=2)
+        self._write_sentence_transformers_files(out_dir)
+
+    def _write_sentence_transformers_files(self, out_dir: str) -> None:
+        mode = ST_POOLING.get(self.config.pooling.mode)
+        if mode is None:
+            return
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                   {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+        with open(os.path.join(out_dir, "modules.json"), "w") as f:
+            json.dump(modules, f, indent=2)
+        with open(os.path.join(out_dir, "sentence_bert_config.json"), "w") as f:
+            json.dump({"max_seq_length": self.config.max_length, "do_lower_case": False}, f)
+        os.makedirs(os.path.join(out_dir, "1_Pooling"), exist_ok=True)
+        os.makedirs(os.path.join(out_dir, "2_Normalize"), exist_ok=True)
+        with open(os.path.join(out_dir, "1_Pooling", "config.json"), "w") as f:
+            json.dump({"word_embedding_dimension": self.pooler_dim(), "pooling_mode": mode,
+                       "include_prompt": False}, f, indent=2)
