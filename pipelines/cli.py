@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from typing import Sequence
 
@@ -292,14 +293,21 @@ def cmd_run(args, catalog: Catalog) -> None:
     log.info("quarry run: 3/5 hard negatives (teacher: packaged MiniLM, topk_perc_pos 0.95, 7 per query)")
     _report_mine(mine(MineConfig(examples=spec.name), catalog))
     log.info("quarry run: 4/5 stage-1 training shards")
-    shards, _ = export_shards(ExportConfig(name=f"{spec.name}-stage1", examples=spec.name, stage=1), catalog)
+    cfg = load_train_config(args.train_config, {"shards": f"{spec.name}-stage1"})
+    # The CPU demo's global batch: 8 queries per worker (see configs/train/cpu-minilm.yaml).
+    shards, _ = export_shards(ExportConfig(name=cfg.shards, examples=spec.name, stage=1,
+                                           global_batch=8 * cfg.num_workers, workers=cfg.num_workers), catalog)
     print(f"shards/{shards.name}: {shards.version}: {shards.num_rows} rows in {shards.config['batches']} batches")
-    cfg = load_train_config(args.train_config, {"shards": shards.name})
     done, total = run_state(cfg, catalog)
     if done is not None and done >= total:
         print(f"train: run {cfg.run_name} already finished ({done} steps); model in "
               f"{catalog.root.path('models', cfg.run_name)} (delete runs/{cfg.run_name} to train again)")
     else:
+        run_dir = catalog.root.path("runs", cfg.run_name)
+        if done is None and os.path.isdir(run_dir):
+            # An earlier demo run died before its first checkpoint: only logs to lose.
+            log.info("quarry run: %s has no checkpoint; starting it again", run_dir)
+            shutil.rmtree(run_dir)
         log.info("quarry run: 5/5 contrastive training, %s", os.path.relpath(args.train_config))
         out = train(cfg, catalog, resume=done is not None)
         print(f"trained {cfg.run_name}: step {out['metrics'].get('step')}, loss {out['metrics'].get('loss'):.4f}; "

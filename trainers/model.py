@@ -91,6 +91,11 @@ def _load_backbone(path: str, bidirectional: bool, attn_implementation: str, dty
     if dtype is not None:
         kwargs["dtype"] = dtype
     model = AutoModel.from_pretrained(path, **kwargs)
+    if isinstance(getattr(model, "pooler", None), nn.Module):
+        # BERT-style encoders carry a [CLS] pooler that Quarry never uses (it pools the last
+        # hidden states itself); left in, LoRA would adapt it and DDP would find parameters
+        # without gradients.
+        model.pooler = None
     return model, is_decoder
 
 

@@ -68,7 +68,7 @@ def _free_port():
 
 
 def _worker(rank, world, port, out_dir, in_batch):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     dist.init_process_group("gloo", rank=rank, world_size=world)
     q, pos, neg = _unit(8, 16), _unit(8, 16, seed=1), _unit(8, 3, 16, seed=2)
     keys, neg_keys = torch.arange(8), torch.arange(100, 124).reshape(8, 3)
@@ -79,7 +79,12 @@ def _worker(rank, world, port, out_dir, in_batch):
     loss = gathered_loss(*mine, in_batch, 0.05, keys[sl], neg_keys[sl], labels[sl], neg_labels[sl])
     loss.backward()
     torch.save({"loss": loss.detach(), "grads": [t.grad / world for t in mine]}, os.path.join(out_dir, f"{rank}.pt"))
+    dist.barrier()  # neither rank tears down while the other still talks to it
     dist.destroy_process_group()
+    # Leave without running C++ static destructors: a gloo thread torn down at interpreter
+    # exit sometimes aborts the process ("terminate called without an active exception")
+    # after the results above are safely written.
+    os._exit(0)
 
 
 @pytest.mark.parametrize("in_batch", [True, False])

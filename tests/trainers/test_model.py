@@ -66,3 +66,30 @@ def test_decoder_with_lora_and_latent_pooling_round_trips(tiny_path, tmp_path, m
     assert again.backbone.config.is_causal is False
     assert np.allclose(again.encode(TEXTS), out, atol=1e-4)
     assert (tmp_path / "adapter").is_dir() != merge
+
+
+def test_stage_two_starts_from_a_saved_model_with_a_fresh_lora(tiny_path, tmp_path):
+    torch.manual_seed(0)
+    stage1 = EmbeddingModel.from_pretrained(tiny_path, pooling=PoolingConfig(num_latents=16, num_heads=4),
+                                            lora=LoraSettings(r=4, alpha=8, dropout=0.0), max_length=32)
+    _perturb_trainable(stage1)
+    stage1.save_pretrained(str(tmp_path))
+    before = stage1.encode(TEXTS)
+    stage2 = EmbeddingModel.from_pretrained(str(tmp_path), lora=LoraSettings(r=4, alpha=8, dropout=0.0))
+    assert hasattr(stage2.backbone, "peft_config")
+    assert any(p.requires_grad for n, p in stage2.named_parameters() if "lora_" in n)
+    # A fresh LoRA starts as the identity (B = 0): stage 2 begins exactly where stage 1 ended.
+    assert np.allclose(stage2.encode(TEXTS), before, atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["minilm", "tiny"])
+def test_every_trainable_parameter_gets_a_gradient(backbone, tiny_path):
+    """DDP fails on parameters that never receive a gradient (e.g. a LoRA on BERT's unused pooler)."""
+    path = MINILM if backbone == "minilm" else tiny_path
+    model = EmbeddingModel.from_pretrained(path, pooling=PoolingConfig(num_latents=16, num_heads=4),
+                                           lora=LoraSettings(r=4, alpha=8, dropout=0.0), max_length=32)
+    model.train()
+    emb = model(**model.tokenize(TEXTS, "Instruct: x\nQuery: "))
+    (emb @ emb.T).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
