@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from miners.cache import EmbeddingCache, embeddings_table
 from miners.teacher import Teacher, TeacherSpec
-from pipelines.ray_io import write_blocks_ordered
+from pipelines.ray_io import block_sizes, write_blocks_ordered
 
 log = logging.getLogger("quarry")
 
@@ -72,8 +72,7 @@ def embed_missing(texts: dict[str, str], cache: EmbeddingCache, spec: TeacherSpe
         batch_size=batch_size * 8, batch_format="pyarrow", concurrency=concurrency,
         num_cpus=shape["num_cpus"], num_gpus=shape["num_gpus"])
     refs = ds.to_arrow_refs()
-    count = ray.remote(_count_rows)
-    sizes = ray.get([count.remote(r) for r in refs])
+    sizes = block_sizes(refs)
     cache.latest()  # learns the dimension of what is cached, if anything is
     cache.check_dim(ray.get(refs[0]).schema.field("embedding").type.list_size)
 
@@ -83,7 +82,3 @@ def embed_missing(texts: dict[str, str], cache: EmbeddingCache, spec: TeacherSpe
     manifest, _ = cache.append(stage, stats)
     log.info("embed: cache embeddings/%s is now %s with %d vectors", cache.name, manifest.version, manifest.num_rows)
     return stats
-
-
-def _count_rows(block: pa.Table) -> int:
-    return block.num_rows

@@ -28,7 +28,7 @@ from miners.report import build_report, plot_scores, to_json
 from miners.select import QueryFacts, SelectionConfig, normalized_query_key, select_for_query
 from miners.teacher import TeacherSpec, describe, text_key
 from pipelines.embed_stage import embed_missing
-from pipelines.ray_io import write_blocks_ordered
+from pipelines.ray_io import block_sizes, write_blocks_ordered
 from pipelines.ray_runtime import ensure_ray
 from pipelines.task_spec import CLASS_TYPES
 from storage import Catalog, InputError, Manifest, validate_name
@@ -395,13 +395,13 @@ def mine(cfg: MineConfig, catalog: Catalog) -> MineResult:
     name = cfg.output_name
     with catalog.writer("rejections", name) as writer:
         parts = [split.remote(b, "rejected") for b in blocks]
-        write_blocks_ordered(parts, _sizes(parts), writer.staging_dir, writer.filesystem, rows_per_file=1_000_000,
+        write_blocks_ordered(parts, block_sizes(parts), writer.staging_dir, writer.filesystem, rows_per_file=1_000_000,
                              schema=REJECTION_SCHEMA)
         rejections_m = writer.commit(config=config, inputs=prepared.inputs, allow_empty=True,
                                      stats={"rejected_by_task": {t: r["rejected"] for t, r in report.items()}})
     with catalog.writer("negatives", name) as writer:
         parts = [split.remote(b, "negative") for b in blocks]
-        write_blocks_ordered(parts, _sizes(parts), writer.staging_dir, writer.filesystem, rows_per_file=1_000_000,
+        write_blocks_ordered(parts, block_sizes(parts), writer.staging_dir, writer.filesystem, rows_per_file=1_000_000,
                              schema=NEGATIVE_SCHEMA)
         writer.attach("report.json", to_json(report))
         writer.attach("scores.png", plot_scores(_plot_inputs(per_task, report_parts, thresholds),
@@ -413,17 +413,6 @@ def mine(cfg: MineConfig, catalog: Catalog) -> MineResult:
              sum(r["queries_mined"] for r in report.values()), rejections_m.num_rows)
     return MineResult(negatives=negatives_m, rejections=rejections_m, report=report,
                       embed_stats=prepared.embed_stats, run_id=run_id)
-
-
-def _sizes(refs: list) -> list[int]:
-    import ray
-
-    count = ray.remote(_num_rows)
-    return ray.get([count.remote(r) for r in refs])
-
-
-def _num_rows(block: pa.Table) -> int:
-    return block.num_rows
 
 
 def _plot_inputs(per_task: dict, parts: dict, thresholds: dict) -> dict:

@@ -45,3 +45,15 @@ def write_blocks_ordered(block_refs: list, sizes: list[int], staging_dir: str, f
     futures = [write.remote(posixpath.join(staging_dir, f"part-{g:05d}.parquet"), filesystem, schema,
                             *[block_refs[i] for i in group]) for g, group in enumerate(groups)]
     return sum(ray.get(futures))
+
+
+def _num_rows(block: pa.Table) -> int:
+    return block.num_rows
+
+
+def block_sizes(block_refs: list) -> list[int]:
+    """Row counts of Arrow blocks in the object store, without bringing them to the driver."""
+    import ray
+
+    count = ray.remote(_num_rows)
+    return ray.get([count.remote(r) for r in block_refs])

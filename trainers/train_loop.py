@@ -68,9 +68,7 @@ def step_inputs(model, rows: list[dict], max_length: int) -> StepInputs:
     """One tokenized batch: queries (with instruction), positives, then negatives, flattened."""
     b, k = len(rows), len(rows[0]["negatives"])
     texts = [r["query"] for r in rows] + [r["positive"] for r in rows] + [n for r in rows for n in r["negatives"]]
-    instructions = [r["instruction"] or "" for r in rows] + [""] * (b + b * k)
-    if rows[0]["task_type"] in ("sts",):  # symmetric tasks: both sides get the instruction
-        instructions = [r["instruction"] or "" for r in rows] * 2 + [""] * (b * k)
+    instructions = [r["instruction"] or "" for r in rows] + [""] * (b + b * k)  # documents get none
     features = model.tokenize(texts, instructions, max_length)
     return StepInputs(
         features=features, b=b, k=k, in_batch=bool(rows[0]["in_batch"]),
