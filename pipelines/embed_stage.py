@@ -73,7 +73,6 @@ def embed_missing(texts: dict[str, str], cache: EmbeddingCache, spec: TeacherSpe
         num_cpus=shape["num_cpus"], num_gpus=shape["num_gpus"])
     refs = ds.to_arrow_refs()
     sizes = block_sizes(refs)
-    cache.latest()  # learns the dimension of what is cached, if anything is
     cache.check_dim(ray.get(refs[0]).schema.field("embedding").type.list_size)
 
     def stage(writer) -> int:

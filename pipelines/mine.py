@@ -263,11 +263,8 @@ def _split(block: pa.Table, kind: str) -> pa.Table:
     return rows.select(REJECTION_SCHEMA.names).cast(REJECTION_SCHEMA)
 
 
-def _report_columns(block: pa.Table, kind: str) -> pa.Table:
-    part = _split(block, kind)
-    if kind == "negative":
-        return part.select(["task", "example_id", "neg_score"])
-    return part.select(["task", "reason", "cand_score"])
+def _columns(block: pa.Table, names: list[str]) -> pa.Table:
+    return block.select(names)
 
 
 @dataclass
@@ -376,10 +373,12 @@ def mine(cfg: MineConfig, catalog: Catalog) -> MineResult:
     blocks = select_on_ray(prepared, cfg, run_id)
     per_task = prepared.per_task
 
-    # Report, then write: rejections first, then the negatives version that names them.
-    split, columns = ray.remote(_split), ray.remote(_report_columns)
-    report_parts = {kind: pa.concat_tables(ray.get([columns.remote(b, kind) for b in blocks]))
-                    for kind in ("negative", "rejected")}
+    # Split each block once; the report reads a few columns of the parts, the writers the parts.
+    split, columns = ray.remote(_split), ray.remote(_columns)
+    parts = {kind: [split.remote(b, kind) for b in blocks] for kind in ("negative", "rejected")}
+    report_columns = {"negative": ["task", "example_id", "neg_score"], "rejected": ["task", "reason", "cand_score"]}
+    report_parts = {kind: pa.concat_tables(ray.get([columns.remote(p, report_columns[kind]) for p in refs]))
+                    for kind, refs in parts.items()}
     thresholds = {eid: cfg.selection_for(info["type"]).threshold(score)
                   for info in per_task.values() for eid, score in info["positive_scores"].items()}
     report = build_report(per_task, report_parts["negative"], report_parts["rejected"],
@@ -394,15 +393,13 @@ def mine(cfg: MineConfig, catalog: Catalog) -> MineResult:
               "teacher_max_length": prepared.max_length, "embedding_cache": prepared.cache_name}
     name = cfg.output_name
     with catalog.writer("rejections", name) as writer:
-        parts = [split.remote(b, "rejected") for b in blocks]
-        write_blocks_ordered(parts, block_sizes(parts), writer.staging_dir, writer.filesystem, rows_per_file=1_000_000,
-                             schema=REJECTION_SCHEMA)
+        write_blocks_ordered(parts["rejected"], block_sizes(parts["rejected"]), writer.staging_dir,
+                             writer.filesystem, rows_per_file=1_000_000, schema=REJECTION_SCHEMA)
         rejections_m = writer.commit(config=config, inputs=prepared.inputs, allow_empty=True,
                                      stats={"rejected_by_task": {t: r["rejected"] for t, r in report.items()}})
     with catalog.writer("negatives", name) as writer:
-        parts = [split.remote(b, "negative") for b in blocks]
-        write_blocks_ordered(parts, block_sizes(parts), writer.staging_dir, writer.filesystem, rows_per_file=1_000_000,
-                             schema=NEGATIVE_SCHEMA)
+        write_blocks_ordered(parts["negative"], block_sizes(parts["negative"]), writer.staging_dir,
+                             writer.filesystem, rows_per_file=1_000_000, schema=NEGATIVE_SCHEMA)
         writer.attach("report.json", to_json(report))
         writer.attach("scores.png", plot_scores(_plot_inputs(per_task, report_parts, thresholds),
                                                 cfg.selection.strategy, cfg.selection.effective_margin))

@@ -132,11 +132,11 @@ class Catalog:
 
         return DatasetWriter(self, kind, name, **kwargs)
 
-    def write_table(self, kind: str, name: str, table: pa.Table, **kwargs: Any) -> Manifest:
+    def write_table(self, kind: str, name: str, table: pa.Table, **commit_kwargs: Any) -> Manifest:
         """Write and commit one table as a new version (small data, tests, reports)."""
-        with self.writer(kind, name, **{k: v for k, v in kwargs.items() if k in _WRITER_ARGS}) as w:
+        with self.writer(kind, name) as w:
             w.write_table(table)
-            return w.commit(**{k: v for k, v in kwargs.items() if k not in _WRITER_ARGS})
+            return w.commit(**commit_kwargs)
 
     def gc(self) -> list[str]:
         """Remove staging areas and uncommitted version directories left by crashed writers.
@@ -155,9 +155,6 @@ class Catalog:
                         self.root.fs.delete_dir(child.path)
                         removed.append(child.path)
         return removed
-
-
-_WRITER_ARGS = {"txn"}
 
 
 def utc_now() -> str:
