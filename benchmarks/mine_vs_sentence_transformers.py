@@ -1,12 +1,15 @@
 """Quarry mine vs sentence-transformers' mine_hard_negatives, same teacher, same settings.
 
-    python benchmarks/mine_vs_sentence_transformers.py [--limit N]
+    python benchmarks/mine_vs_sentence_transformers.py [--limit N] [--fixed-batches]
 
 Task: the embedded vital articles, query = description, positive = the article's text,
 candidates = every article (both tools get the same cleaned texts). Teacher: the packaged
 all-MiniLM-L6-v2. Settings: relative margin 0.05 = topk_perc_pos 0.95, 5 negatives, depth
-50, exact FAISS. Runs, in this one process: (a) sentence-transformers, (b) Quarry cold
-(empty embedding cache), (c) Quarry warm (same inputs again: cache hit). Prints wall times,
+50, exact FAISS; each tool at its default batching (sentence-transformers: 32 texts per
+forward pass; Quarry: a padded-token budget). Runs, in this one process: (a)
+sentence-transformers, (b) Quarry cold (empty embedding cache), (c) Quarry warm (same
+inputs again: cache hit), and with --fixed-batches (d) Quarry cold with the token budget
+off (64 texts per pass), to show what the budget buys. Prints wall times,
 their ratios, peak memory, and the per-query Jaccard overlap of the two negative sets with
 the reason for every disagreement. A benchmark, not a test: record the figures and the
 machine in docs/benchmarks.md.
@@ -82,6 +85,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N articles only (quick check)")
     parser.add_argument("--negatives", type=int, default=5)
     parser.add_argument("--depth", type=int, default=50)
+    parser.add_argument("--fixed-batches", action="store_true",
+                        help="also time Quarry cold with --max-batch-tokens 0, on a second data root")
     args = parser.parse_args()
 
     root = tempfile.mkdtemp(prefix="quarry-mine-bench-")
@@ -111,8 +116,8 @@ def main() -> None:
         st_out = mine_hard_negatives(
             datasets.Dataset.from_dict({"query": anchors, "positive": positives}), model,
             corpus=[r["text"] for r in corpus], range_max=args.depth, relative_margin=0.05,
-            num_negatives=args.negatives, sampling_strategy="top", use_faiss=True, batch_size=64,
-            output_format="n-tuple", verbose=False)
+            num_negatives=args.negatives, sampling_strategy="top", use_faiss=True,
+            output_format="n-tuple", verbose=False)  # batch_size: its default, 32
         st_time = time.perf_counter() - t
     print(f"sentence-transformers: {st_time:.1f} s", flush=True)
     del model
@@ -133,7 +138,18 @@ def main() -> None:
             t = time.perf_counter()
             result = mine(cfg, catalog)
             runs[label] = (time.perf_counter() - t, mem, result)
-        print(f"quarry {label}: {runs[label][0]:.1f} s (embedded {result.embed_stats['embedded']})", flush=True)
+        print(f"quarry {label}: {runs[label][0]:.1f} s (embedded {result.embed_stats['embedded']}, "
+              f"token budget {result.embed_stats.get('max_batch_tokens')})", flush=True)
+    fixed = None
+    if args.fixed_batches:
+        other = Catalog(tempfile.mkdtemp(prefix="quarry-mine-bench-fixed-"))
+        build_wiki(WikiBuildConfig(name="bench", source=SourceConfig(limit=args.limit)), other)
+        build_tasks(parse_task_set(SPEC), other)
+        t = time.perf_counter()
+        mine(MineConfig(examples="bench", depth=args.depth, selection=cfg.selection,
+                        class_selection=cfg.class_selection, max_batch_tokens=0), other)
+        fixed = time.perf_counter() - t
+        print(f"quarry cold, token budget off (64 texts per pass): {fixed:.1f} s", flush=True)
 
     neg_cols = [c for c in st_out.column_names if c.startswith("negative")]
     st_sets = {(r["query"], r["positive"]): {r[c] for c in neg_cols} for r in st_out}
@@ -148,6 +164,8 @@ def main() -> None:
     print(f"{'quarry mine, cold':28} {cold_s:8.1f} {cold_s / st_s:7.2f} {cold_mem.peak / 2**30:8.2f} GiB  "
           "(process tree: driver + Ray)")
     print(f"{'quarry mine, warm (cache)':28} {warm_s:8.1f} {warm_s / st_s:7.2f} {warm_mem.peak / 2**30:8.2f} GiB")
+    if fixed is not None:
+        print(f"{'quarry cold, no token budget':28} {fixed:8.1f} {fixed / st_s:7.2f}")
     print(f"cold/warm speed-up: {cold_s / warm_s:.1f}x; warm vs ST: {st_s / warm_s:.1f}x; "
           f"Ray start-up (not included above): {ray_start:.1f} s")
     for label, (jaccards, why) in overlap.items():

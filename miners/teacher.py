@@ -113,10 +113,57 @@ class Teacher:
         self.fingerprint = fingerprint(path, spec.revision)
         self.cache_name = spec.cache_name(self.fingerprint, self.max_length)
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        out = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+    def encode(self, texts: list[str], batch_size: int = 64, max_batch_tokens: int | None = None) -> np.ndarray:
+        """Rows in input order. ``max_batch_tokens`` caps the padded tokens of one forward pass.
+
+        Without it every forward pass holds ``batch_size`` texts, as sentence-transformers
+        does. With it, texts are measured in tokens first and grouped so that rows x the
+        longest row stays within the budget: long passages go a few at a time, short queries
+        many at a time (see :func:`plan_batches`).
+        """
+        texts = list(texts)
+        if not max_batch_tokens or not texts:
+            return self._forward(texts, batch_size)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for rows in plan_batches(self.token_lengths(texts), batch_size, max_batch_tokens):
+            out[rows] = self._forward([texts[i] for i in rows], len(rows))
+        return out
+
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        """Tokens of each text as the model will see it: special tokens in, truncated."""
+        encoded = self.model.tokenizer(texts, truncation=True, max_length=self.max_length,
+                                       return_attention_mask=False, return_token_type_ids=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def _forward(self, texts: list[str], batch_size: int) -> np.ndarray:
+        out = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
                                 normalize_embeddings=self.spec.normalize, show_progress_bar=False)
         return np.asarray(out, dtype=np.float32).reshape(len(texts), self.dim)
+
+
+def plan_batches(lengths: list[int], max_rows: int, max_tokens: int) -> list[list[int]]:
+    """Group row positions into forward passes of at most ``max_tokens`` padded tokens.
+
+    Rows go longest first, so each batch pads to its first row; a batch grows while
+    (rows + 1) x that length stays within the budget and below ``max_rows``. A row longer
+    than the budget goes alone. Why: on CPU a forward pass is fastest at about a thousand
+    padded tokens (attention and activations stay in cache; measured in docs/benchmarks.md),
+    so a fixed row count is too many for passages and too few for short queries; on a GPU a
+    large budget fills the device without letting long passages run out of memory.
+    """
+    if max_rows < 1 or max_tokens < 1:
+        raise ValueError(f"batch limits must be positive, got {max_rows} rows and {max_tokens} tokens")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) >= max_rows or (len(current) + 1) * lengths[current[0]] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def describe(spec: TeacherSpec) -> tuple[str, int]:

@@ -167,7 +167,10 @@ def add_mine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", default="flat", choices=INDEX_TYPES, help="FAISS index (default flat: exact)")
     p.add_argument("--nlist", type=int, help="ivf: number of lists")
     p.add_argument("--nprobe", type=int, default=16, help="ivf: lists searched per query")
-    p.add_argument("--batch-size", type=int, default=64, help="teacher batch size (default 64)")
+    p.add_argument("--batch-size", type=int, default=64, help="most texts per teacher forward pass (default 64)")
+    p.add_argument("--max-batch-tokens", type=int,
+                   help="padded tokens per teacher forward pass (default 2048 on CPU, 32768 per GPU; "
+                        "0: always --batch-size texts, as sentence-transformers)")
     p.add_argument("--encoders", type=int, help="teacher actors (default: one per GPU, else one)")
     p.add_argument("--query-prompt", default="", help="prefix for queries, e.g. 'query: ' for E5 teachers")
     p.add_argument("--task-instructions", action="store_true",
@@ -190,7 +193,8 @@ def mine_config(args) -> "MineConfig":
                       teacher=TeacherSpec(teacher=args.teacher, revision=args.revision, max_length=args.max_length),
                       selection=selection, class_selection=class_selection, depth=args.depth,
                       index=IndexConfig(kind=args.index, nlist=args.nlist, nprobe=args.nprobe),
-                      batch_size=args.batch_size, query_prompt=args.query_prompt,
+                      batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+                      query_prompt=args.query_prompt,
                       task_instructions=args.task_instructions, encoders=args.encoders)
 
 

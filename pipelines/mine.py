@@ -52,7 +52,8 @@ class MineConfig:
     class_selection: SelectionConfig = field(default_factory=lambda: SelectionConfig(strategy="topk"))
     depth: int = 50
     index: IndexConfig = field(default_factory=IndexConfig)
-    batch_size: int = 64
+    batch_size: int = 64  # most texts per teacher forward pass
+    max_batch_tokens: int | None = None  # padded tokens per pass; None: the device default, 0: off
     query_prompt: str = ""  # fixed prefix for queries, e.g. "query: " for E5
     task_instructions: bool = False  # prefix queries with their task instruction (e5-mistral style)
     encoders: int | None = None  # actor pool size (default: one per GPU, or one CPU actor)
@@ -66,6 +67,8 @@ class MineConfig:
             raise InputError(f"--depth must be at least 1, got {self.depth}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 0:
+            raise InputError(f"--max-batch-tokens must be 0 (off) or positive, got {self.max_batch_tokens}")
         if self.class_selection.num_negatives != self.selection.num_negatives:
             raise InputError("class tasks and retrieval tasks must mine the same --num-negatives")
         if self.depth < self.selection.num_negatives:
@@ -316,7 +319,7 @@ def prepare(cfg: MineConfig, catalog: Catalog) -> Prepared:
     fp, max_length = describe(cfg.teacher)
     cache = EmbeddingCache(catalog, cfg.teacher.cache_name(fp, max_length), dim=None,
                            config={"teacher": cfg.teacher.as_dict(), "fingerprint": fp, "max_length": max_length})
-    embed_stats = embed_missing(texts, cache, cfg.teacher, cfg.batch_size, cfg.encoders)
+    embed_stats = embed_missing(texts, cache, cfg.teacher, cfg.batch_size, cfg.encoders, cfg.max_batch_tokens)
     key_list = list(texts)
     vectors = cache.load(key_list)
     row_of = {k: i for i, k in enumerate(key_list)}

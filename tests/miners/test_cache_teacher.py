@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from miners.cache import EmbeddingCache, embeddings_table
-from miners.teacher import DEFAULT_TEACHER, Teacher, TeacherSpec, describe, fingerprint, resolve_teacher_path
+from miners.teacher import (DEFAULT_TEACHER, Teacher, TeacherSpec, describe, fingerprint, plan_batches,
+                            resolve_teacher_path)
 from storage import CatalogError, InputError
 
 
@@ -70,3 +71,41 @@ def test_a_teacher_that_does_not_load_is_a_clear_error(tmp_path):
     (tmp_path / "broken" / "config.json").write_text("{not json")
     with pytest.raises(InputError, match="teacher .*broken.* does not load"):
         Teacher(TeacherSpec(teacher=str(tmp_path / "broken")), device="cpu")
+
+
+def test_plan_batches_keeps_each_pass_within_the_token_budget():
+    rng = np.random.default_rng(0)
+    lengths = [int(x) for x in rng.integers(1, 300, size=500)] + [900]  # one row alone over the budget
+    batches = plan_batches(lengths, max_rows=64, max_tokens=1024)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))  # every row once
+    for b in batches:
+        padded = len(b) * max(lengths[i] for i in b)
+        assert len(b) <= 64 and (padded <= 1024 or len(b) == 1)
+    assert [len(b) for b in batches if lengths[b[0]] == 900] == [1]
+    # Longest first, and greedy: a batch stops only where one more row would break a limit.
+    firsts = [lengths[b[0]] for b in batches]
+    assert firsts == sorted(firsts, reverse=True)
+    for b, nxt in zip(batches, batches[1:]):
+        assert len(b) == 64 or (len(b) + 1) * lengths[b[0]] > 1024
+    # Short texts fill the row cap; passages go a few at a time.
+    assert plan_batches([10] * 200, 64, 2048) == [list(range(64)), list(range(64, 128)),
+                                                   list(range(128, 192)), list(range(192, 200))]
+    assert [len(b) for b in plan_batches([256] * 20, 64, 2048)] == [8, 8, 4]
+    with pytest.raises(ValueError, match="positive"):
+        plan_batches([3], 0, 100)
+
+
+def test_token_budget_encoding_equals_plain_encoding():
+    """The optimisation against its reference: same rows, same order, same vectors."""
+    teacher = Teacher(TeacherSpec(max_length=64), device="cpu")
+    texts = ["a cat", "the history of the Roman empire from its founding to its fall " * 6, "",
+             "quantum chromodynamics", "x " * 200, "a cat"]
+    lengths = teacher.token_lengths(texts)
+    assert lengths[1] == lengths[4] == 64 and lengths[2] == 2  # truncated at max_length; [CLS] [SEP]
+    plain = teacher.encode(texts, batch_size=32)
+    budgeted = teacher.encode(texts, batch_size=32, max_batch_tokens=70)  # a 64-token row goes alone
+    assert budgeted.shape == plain.shape == (6, 384)
+    assert np.allclose(budgeted, plain, atol=1e-5)
+    assert np.array_equal(budgeted[0], budgeted[5])
+    assert teacher.encode([], max_batch_tokens=70).shape == (0, 384)

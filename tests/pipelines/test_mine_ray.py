@@ -117,6 +117,21 @@ def test_ray_selection_equals_the_same_function_in_process(setup):
     assert on_ray.num_rows > 0 and on_ray.equals(in_process)
 
 
+def test_ray_embedding_stage_equals_plain_in_process_encoding(setup):
+    """The actor pool with its token-budget batches against Teacher.encode at fixed batches."""
+    from miners.teacher import Teacher, text_key
+
+    catalog = Catalog(setup["root"])
+    spec = TeacherSpec()
+    fp, max_len = describe(spec)
+    name = spec.cache_name(fp, max_len)
+    assert catalog.manifest("embeddings", name, "v0001").stats["max_batch_tokens"] == 2048
+    texts = catalog.read_table("corpus", "small", "v0001").column("text").to_pylist()
+    on_ray = EmbeddingCache(catalog, name, dim=None, config={}).load([text_key(t) for t in texts])
+    plain = Teacher(spec, device="cpu").encode(texts, batch_size=64)
+    assert np.allclose(on_ray, plain, atol=1e-5)
+
+
 def test_bad_inputs_give_one_line_errors(setup, tmp_path, capsys):
     root = setup["root"]
     broken = tmp_path / "broken-teacher"
@@ -128,6 +143,8 @@ def test_bad_inputs_give_one_line_errors(setup, tmp_path, capsys):
     assert "has no task 'nope'" in capsys.readouterr().err
     assert main(["--root", root, "mine", "--examples", "small", "--depth", "3"]) == 2
     assert "below --num-negatives" in capsys.readouterr().err
+    assert main(["--root", root, "mine", "--examples", "small", "--max-batch-tokens", "-5"]) == 2
+    assert "--max-batch-tokens must be 0 (off) or positive, got -5" in capsys.readouterr().err
 
 
 def test_depth_beyond_the_corpus_is_capped_and_recorded(setup):
