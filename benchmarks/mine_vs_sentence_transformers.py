@@ -80,6 +80,12 @@ class PeakRSS:
         self._thread.join()
 
 
+def build_inputs(catalog: Catalog, limit: int | None) -> None:
+    """corpus/bench and examples/bench (the desc2article task) in ``catalog``."""
+    build_wiki(WikiBuildConfig(name="bench", source=SourceConfig(limit=limit)), catalog)
+    build_tasks(parse_task_set(SPEC), catalog)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, help="first N articles only (quick check)")
@@ -94,8 +100,7 @@ def main() -> None:
     t = time.perf_counter()
     ensure_ray()
     ray_start = time.perf_counter() - t
-    build_wiki(WikiBuildConfig(name="bench", source=SourceConfig(limit=args.limit)), catalog)
-    build_tasks(parse_task_set(SPEC), catalog)
+    build_inputs(catalog, args.limit)
     corpus = catalog.read_table("corpus", "bench").to_pylist()
     examples = catalog.read_table("examples", "bench").to_pylist()
     text_of = {r["doc_id"]: r["text"] for r in corpus}
@@ -143,8 +148,7 @@ def main() -> None:
     fixed = None
     if args.fixed_batches:
         other = Catalog(tempfile.mkdtemp(prefix="quarry-mine-bench-fixed-"))
-        build_wiki(WikiBuildConfig(name="bench", source=SourceConfig(limit=args.limit)), other)
-        build_tasks(parse_task_set(SPEC), other)
+        build_inputs(other, args.limit)
         t = time.perf_counter()
         mine(MineConfig(examples="bench", depth=args.depth, selection=cfg.selection,
                         class_selection=cfg.class_selection, max_batch_tokens=0), other)

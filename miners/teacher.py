@@ -125,6 +125,9 @@ class Teacher:
         if not max_batch_tokens or not texts:
             return self._forward(texts, batch_size)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        # Texts are tokenized here to plan and again inside model.encode: the second pass
+        # keeps sentence-transformers' own encode path, and both together cost under 1% of
+        # the forward passes (0.27 s for 3,980 texts against about 40 s of encoding).
         for rows in plan_batches(self.token_lengths(texts), batch_size, max_batch_tokens):
             out[rows] = self._forward([texts[i] for i in rows], len(rows))
         return out

@@ -80,8 +80,8 @@ def embed_missing(texts: dict[str, str], cache: EmbeddingCache, spec: TeacherSpe
     table = pa.table({"key": [k for k, _ in missing], "text": [t for _, t in missing]})
     shape = encoder_resources()
     concurrency = encoders or shape["concurrency"]
-    budget = shape["max_batch_tokens"] if max_batch_tokens is None else max_batch_tokens
-    stats["max_batch_tokens"] = budget or None
+    budget = (shape["max_batch_tokens"] if max_batch_tokens is None else max_batch_tokens) or None
+    stats["max_batch_tokens"] = budget
     log.info("embed: %d %s encoder(s), forward passes of at most %d texts%s", concurrency, shape["device"],
              batch_size, f" and {budget} padded tokens" if budget else "")
     block_rows = max(batch_size, min(4096, -(-len(missing) // max(4, 2 * concurrency))))
@@ -89,7 +89,7 @@ def embed_missing(texts: dict[str, str], cache: EmbeddingCache, spec: TeacherSpe
     ds = ray.data.from_arrow(blocks).map_batches(
         TeacherEncoder,
         fn_constructor_kwargs={"spec": spec, "device": shape["device"], "num_threads": shape["threads"],
-                               "batch_size": batch_size, "max_batch_tokens": budget or None},
+                               "batch_size": batch_size, "max_batch_tokens": budget},
         batch_size=batch_size * 8, batch_format="pyarrow", concurrency=concurrency,
         num_cpus=shape["num_cpus"], num_gpus=shape["num_gpus"])
     refs = ds.to_arrow_refs()
