@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pyarrow as pa
 import pyarrow.dataset as pds
@@ -25,6 +25,9 @@ from storage.errors import CatalogError
 from storage.manifest import MANIFEST_NAME, Manifest
 from storage.names import is_version, validate_kind, validate_name, validate_version, version_number
 from storage.root import DataRoot
+
+if TYPE_CHECKING:
+    from storage.writer import DatasetWriter
 
 STAGING_DIR = "_staging"
 

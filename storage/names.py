@@ -11,14 +11,16 @@ import re
 
 from storage.errors import InputError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_KIND = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-_VERSION = re.compile(r"^v(\d{4,9})$")
+# Matched with fullmatch and ASCII-only classes: ``$`` would also match before a trailing
+# newline ("abc\n" would pass) and ``\d`` accepts every Unicode digit ("v٠٠٠١").
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_VERSION = re.compile(r"v([0-9]{4,9})")
 
 
 def validate_name(name: str, what: str = "dataset name") -> str:
     """Return ``name`` if it is a safe single path component, else raise InputError."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise InputError(
             f"invalid {what} {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit, without '..'"
@@ -27,19 +29,19 @@ def validate_name(name: str, what: str = "dataset name") -> str:
 
 
 def validate_kind(kind: str) -> str:
-    if not isinstance(kind, str) or not _KIND.match(kind):
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
         raise InputError(f"invalid dataset kind {kind!r}: use lowercase letters, digits and '_'")
     return kind
 
 
 def validate_version(version: str) -> str:
-    if not isinstance(version, str) or not _VERSION.match(version):
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
         raise InputError(f"invalid version {version!r}: versions look like v0001")
     return version
 
 
 def version_number(version: str) -> int:
-    return int(_VERSION.match(validate_version(version)).group(1))
+    return int(_VERSION.fullmatch(validate_version(version)).group(1))
 
 
 def format_version(number: int) -> str:
@@ -47,4 +49,4 @@ def format_version(number: int) -> str:
 
 
 def is_version(name: str) -> bool:
-    return bool(_VERSION.match(name))
+    return bool(_VERSION.fullmatch(name))

@@ -5,24 +5,29 @@ of the latest version of each dataset of that kind, with ``dataset`` and ``versi
 columns prepended. ``catalog`` lists every committed version. ``pins`` select a version
 other than the latest for a dataset.
 
-Read-only is enforced twice: only SELECT/EXPLAIN statements are accepted, and the DuckDB
-connection runs with external access disabled and its configuration locked, so even a
-SELECT cannot read or write files, attach databases or load extensions. Data reaches
+Read-only is enforced twice: only SELECT statements (DESCRIBE, SHOW and SUMMARIZE parse as
+SELECT) and EXPLAIN of a SELECT are accepted, and the DuckDB connection runs with external
+access disabled and its configuration locked, so even a SELECT cannot read or write files,
+attach databases or load extensions. Data reaches
 DuckDB as Arrow datasets registered on the connection, which works for every filesystem
 pyarrow supports.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
 
 from storage.catalog import Catalog
-from storage.errors import InputError, ReadOnlyError
+from storage.errors import InputError, ReadOnlyError, first_line
 
-_ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# EXPLAIN ANALYZE runs its statement: "explain analyze drop view catalog" drops the view.
+# What follows EXPLAIN and its options is therefore parsed again and must be a SELECT.
+_EXPLAIN_PREFIX = re.compile(
+    r"\s*explain\b(?:\s|/\*.*?\*/|--[^\n]*\n)*(?:analy[sz]e\b|\([^()]*\))?", re.IGNORECASE | re.DOTALL)
 
 
 def _ident(name: str) -> str:
@@ -79,7 +84,7 @@ class QueryEngine:
         try:
             return con.sql(sql)
         except duckdb.Error as e:
-            raise InputError(f"query failed: {str(e).splitlines()[0]}") from None
+            raise InputError(f"query failed: {first_line(e)}") from None
 
     def run(self, sql: str) -> pa.Table:
         con = self.connect()
@@ -87,17 +92,35 @@ class QueryEngine:
         try:
             return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
         except duckdb.Error as e:
-            raise InputError(f"query failed: {str(e).splitlines()[0]}") from None
+            raise InputError(f"query failed: {first_line(e)}") from None
 
 
 def check_read_only(sql: str, con: duckdb.DuckDBPyConnection) -> None:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:
-        raise InputError(f"cannot parse query: {str(e).splitlines()[0]}") from None
+        raise InputError(f"cannot parse query: {first_line(e)}") from None
     if len(statements) != 1:
         raise InputError(f"give exactly one SQL statement (got {len(statements)})")
-    kind = statements[0].type
-    if kind not in _ALLOWED:
-        raise ReadOnlyError(f"quarry query is read-only: {kind.name} statements are refused "
+    statement = statements[0]
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        inner = _explained_statement(statement.query, con)
+        if inner != duckdb.StatementType.SELECT:
+            what = f"a {inner.name} statement" if inner else "a statement that cannot be told apart"
+            raise ReadOnlyError(f"quarry query is read-only: EXPLAIN is allowed only of a SELECT, not of {what} "
+                                "(EXPLAIN ANALYZE runs it)")
+    elif statement.type != duckdb.StatementType.SELECT:
+        raise ReadOnlyError(f"quarry query is read-only: {statement.type.name} statements are refused "
                             "(use SELECT, WITH ... SELECT, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN)")
+
+
+def _explained_statement(sql: str, con: duckdb.DuckDBPyConnection) -> duckdb.StatementType | None:
+    """The type of the statement an EXPLAIN wraps, or None when it cannot be told (refused)."""
+    prefix = _EXPLAIN_PREFIX.match(sql)
+    if prefix is None:
+        return None
+    try:
+        inner = con.extract_statements(sql[prefix.end():])
+    except duckdb.Error:
+        return None
+    return inner[0].type if len(inner) == 1 else None

@@ -41,6 +41,27 @@ def test_writing_statements_are_refused(filled, sql):
         QueryEngine(filled).run(sql)
 
 
+@pytest.mark.parametrize("sql", [
+    "explain analyze create table t as select 1", "explain analyze drop view catalog",
+    "EXPLAIN ANALYZE insert into t values (1)", "explain create table t as select 1",
+    "explain /* a comment */ analyze drop view corpus", "explain (analyze) create table t as select 1",
+])
+def test_explain_of_anything_but_a_select_is_refused(filled, sql):
+    """EXPLAIN ANALYZE runs its statement: "explain analyze drop view catalog" once dropped the view."""
+    engine = QueryEngine(filled)
+    con = engine.connect()
+    with pytest.raises(ReadOnlyError, match="EXPLAIN is allowed only of a SELECT"):
+        engine.relation(sql, con)
+    assert con.sql("select count(*) from catalog").fetchall() == [(4,)]  # the views are all still there
+    assert "t" not in {r[0] for r in con.sql("show tables").fetchall()}
+
+
+@pytest.mark.parametrize("sql", ["explain select * from corpus", "explain analyze select count(*) from corpus",
+                                 "explain (format json) select 1", "describe corpus", "summarize corpus"])
+def test_explain_of_a_select_and_the_inspection_statements_run(filled, sql):
+    assert QueryEngine(filled).run(sql).num_rows > 0
+
+
 def test_select_cannot_reach_the_filesystem(filled):
     with pytest.raises(InputError, match="disabled by configuration|Permission"):
         QueryEngine(filled).run("select * from read_csv('/etc/passwd')")
