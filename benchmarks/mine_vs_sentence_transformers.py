@@ -113,11 +113,11 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
-    from miners.teacher import resolve_teacher_path
+    from storage import resolve_packaged
 
     with PeakRSS(tree=False) as st_mem:
         t = time.perf_counter()
-        model = SentenceTransformer(resolve_teacher_path(TeacherSpec().teacher), device="cpu")
+        model = SentenceTransformer(resolve_packaged(TeacherSpec().teacher), device="cpu")
         st_out = mine_hard_negatives(
             datasets.Dataset.from_dict({"query": anchors, "positive": positives}), model,
             corpus=[r["text"] for r in corpus], range_max=args.depth, relative_margin=0.05,
@@ -143,8 +143,8 @@ def main() -> None:
             t = time.perf_counter()
             result = mine(cfg, catalog)
             runs[label] = (time.perf_counter() - t, mem, result)
-        print(f"quarry {label}: {runs[label][0]:.1f} s (embedded {result.embed_stats['embedded']}, "
-              f"token budget {result.embed_stats.get('max_batch_tokens')})", flush=True)
+        print(f"quarry {label}: {runs[label][0]:.1f} s (embedded {result.embed_stats.embedded}, "
+              f"token budget {result.embed_stats.max_batch_tokens})", flush=True)
     fixed = None
     if args.fixed_batches:
         other = Catalog(tempfile.mkdtemp(prefix="quarry-mine-bench-fixed-"))
@@ -173,7 +173,7 @@ def main() -> None:
     print(f"cold/warm speed-up: {cold_s / warm_s:.1f}x; warm vs ST: {st_s / warm_s:.1f}x; "
           f"Ray start-up (not included above): {ray_start:.1f} s")
     for label, (jaccards, why) in overlap.items():
-        depth = runs[label][2].report["desc2article"]["depth"]
+        depth = runs[label][2].report["desc2article"].depth
         identical = sum(1 for j in jaccards if j == 1.0)
         print(f"negative sets vs ST, Quarry depth {depth}: mean Jaccard {sum(jaccards) / len(jaccards):.4f}; "
               f"identical for {identical} of {len(jaccards)} queries; where they differ:")

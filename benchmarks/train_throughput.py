@@ -24,7 +24,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from trainers import EmbeddingModel, LoraSettings, PoolingConfig  # noqa: E402
 from trainers.loss import loss_from_embeddings  # noqa: E402
@@ -50,11 +49,9 @@ def build_backbone(name: str) -> str:
         model.save_pretrained(out)
         train_tokenizer(["a b c"] * 10, vocab_size=300).save_pretrained(out)
         return out
-    if name.startswith("packaged:"):
-        from miners.teacher import resolve_teacher_path
+    from storage import resolve_packaged
 
-        return resolve_teacher_path(name)
-    return name
+    return resolve_packaged(name)
 
 
 def main() -> None:

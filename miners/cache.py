@@ -18,6 +18,19 @@ from storage import Catalog, CatalogError, InputRef, Manifest
 KIND = "embeddings"
 
 
+@dataclass
+class EmbedStats:
+    """What one embedding pass did: recorded in the cache version and the negatives manifest."""
+
+    texts: int  # distinct strings the run needed
+    cached: int  # found in the cache
+    embedded: int  # encoded now
+    max_batch_tokens: int | None = None  # padded-token budget of the new forward passes (None: off, or none ran)
+
+    def summary(self) -> str:
+        return f"embedded {self.embedded} new texts ({self.cached} of {self.texts} cached)"
+
+
 def cache_schema(dim: int) -> pa.Schema:
     return pa.schema([("key", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
 

@@ -39,6 +39,10 @@ class IndexConfig:
     def __post_init__(self) -> None:
         if self.kind not in INDEX_TYPES:
             raise InputError(f"unknown index {self.kind!r}: use {', '.join(INDEX_TYPES)}")
+        for flag, value in (("--nlist", self.nlist), ("--nprobe", self.nprobe), ("hnsw_m", self.hnsw_m),
+                            ("ef_search", self.ef_search)):
+            if value is not None and value < 1:
+                raise InputError(f"{flag} must be at least 1, got {value}")
 
 
 class Searcher:

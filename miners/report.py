@@ -1,8 +1,9 @@
 """The mining report: counts per task, score distributions, and a plot with the threshold.
 
-Built from the selection output (one row per chosen or rejected candidate) and the
-per-query facts; written beside the negatives version as ``report.json`` and
-``scores.png``, and printed as a table.
+Built from what selection wrote, never recomputed: one row per mined query (its anchor
+positive score and the threshold selection applied), the chosen negatives and the rejected
+candidates. Written beside the negatives version as ``report.json`` and ``scores.png``,
+and printed as a table.
 """
 
 from __future__ import annotations
@@ -10,10 +11,45 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
+import pyarrow as pa
 
-from miners.select import REASONS
+from miners.select import ABOVE_THRESHOLD, REASONS
+from storage import format_table
+
+
+@dataclass
+class TaskInfo:
+    """One task as the search left it, before selection."""
+
+    task_type: str
+    strategy: str  # the selection strategy its queries use
+    depth: int  # teacher top-k searched per query (capped at the pool size)
+    queries: int  # examples of the task
+    skipped: dict[str, int]  # queries not mined, by reason (positive_not_in_pool)
+
+
+@dataclass
+class TaskReport:
+    """One task's line of report.json (scores are summaries: n, mean, p10, p50, p90)."""
+
+    type: str
+    strategy: str
+    depth: int
+    queries: int
+    queries_skipped: dict[str, int]
+    queries_mined: int  # queries with a positive in the candidate pool
+    queries_with_negatives: int
+    queries_short: int  # fewer negatives than asked for (never padded)
+    queries_without_negatives: int
+    negatives: int
+    rejected: dict[str, int]  # candidates rejected, by reason (miners.select.REASONS)
+    positive_score: dict  # the anchor (lowest) positive score of each mined query
+    negative_score: dict
+    rejected_above_threshold_score: dict
+    threshold: dict  # each mined query's threshold, where its strategy has one
 
 
 def _summary(values) -> dict:
@@ -24,73 +60,94 @@ def _summary(values) -> dict:
             **{f"p{q}": round(float(np.percentile(arr, q)), 4) for q in (10, 50, 90)}}
 
 
-def build_report(per_task_queries: dict[str, dict], negatives, rejections, num_negatives: int,
-                 threshold_by_query: dict[str, float]) -> dict:
-    """``per_task_queries``: task -> {type, queries, skipped (reason -> n), positive_scores (by example)}."""
-    neg_count = Counter(negatives.column("example_id").to_pylist())
-    neg_scores = defaultdict(list)
+@dataclass
+class TaskScores:
+    """The score distributions of one task, for the report and the plot."""
+
+    positive: np.ndarray  # per mined query
+    thresholds: np.ndarray  # per mined query with a finite threshold
+    negative: np.ndarray  # per chosen negative
+    above: np.ndarray  # per candidate rejected above the threshold
+
+    @classmethod
+    def empty(cls) -> "TaskScores":
+        return cls(*(np.zeros(0),) * 4)
+
+
+def task_scores(queries: pa.Table, negatives: pa.Table, rejections: pa.Table) -> dict[str, TaskScores]:
+    """``queries``: task, positive_score, threshold; ``negatives``: task, neg_score;
+    ``rejections``: task, reason, cand_score."""
+    lists: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for task, pos, threshold in zip(*(queries.column(c).to_pylist() for c in ("task", "positive_score", "threshold"))):
+        lists[task]["positive"].append(pos)
+        if threshold is not None:
+            lists[task]["thresholds"].append(threshold)
     for task, score in zip(negatives.column("task").to_pylist(), negatives.column("neg_score").to_pylist()):
-        neg_scores[task].append(score)
+        lists[task]["negative"].append(score)
+    for task, reason, score in zip(*(rejections.column(c).to_pylist() for c in ("task", "reason", "cand_score"))):
+        if reason == ABOVE_THRESHOLD:
+            lists[task]["above"].append(score)
+    return {task: TaskScores(**{k: np.asarray(v[k], dtype=np.float64) for k in ("positive", "thresholds", "negative",
+                                                                              "above")})
+            for task, v in lists.items()}
+
+
+def build_report(tasks: dict[str, TaskInfo], queries: pa.Table, negatives: pa.Table, rejections: pa.Table,
+                 scores: dict[str, TaskScores], num_negatives: int) -> dict[str, TaskReport]:
+    """``queries``: one row per mined query (task, example_id); ``negatives``: example_id;
+    ``rejections``: task, reason; ``scores``: ``task_scores`` of the same rows."""
+    neg_count = Counter(negatives.column("example_id").to_pylist())
     rejected = defaultdict(Counter)
-    above = defaultdict(list)
-    for task, reason, score in zip(rejections.column("task").to_pylist(), rejections.column("reason").to_pylist(),
-                                   rejections.column("cand_score").to_pylist()):
+    for task, reason in zip(rejections.column("task").to_pylist(), rejections.column("reason").to_pylist()):
         rejected[task][reason] += 1
-        if reason == "above_threshold":
-            above[task].append(score)
+    mined = defaultdict(list)
+    for task, example_id in zip(queries.column("task").to_pylist(), queries.column("example_id").to_pylist()):
+        mined[task].append(example_id)
     report = {}
-    for task, info in per_task_queries.items():
-        ids = list(info["positive_scores"])
-        counts = [neg_count.get(i, 0) for i in ids]
-        thresholds = [threshold_by_query[i] for i in ids if np.isfinite(threshold_by_query.get(i, np.inf))]
-        report[task] = {
-            "type": info["type"],
-            "queries": info["queries"],
-            "queries_skipped": dict(info["skipped"]),
-            "queries_mined": len(ids),
-            "queries_with_negatives": sum(1 for c in counts if c > 0),
-            "queries_short": sum(1 for c in counts if c < num_negatives),
-            "queries_without_negatives": sum(1 for c in counts if c == 0),
-            "negatives": int(sum(counts)),
-            "rejected": {r: rejected[task][r] for r in REASONS if rejected[task][r]},
-            "positive_score": _summary(list(info["positive_scores"].values())),
-            "negative_score": _summary(neg_scores[task]),
-            "rejected_above_threshold_score": _summary(above[task]),
-            "threshold": _summary(thresholds),
-        }
+    for task, info in tasks.items():
+        counts = [neg_count.get(i, 0) for i in mined[task]]
+        s = scores.get(task, TaskScores.empty())
+        report[task] = TaskReport(
+            type=info.task_type, strategy=info.strategy, depth=info.depth, queries=info.queries,
+            queries_skipped=dict(info.skipped), queries_mined=len(counts),
+            queries_with_negatives=sum(1 for c in counts if c > 0),
+            queries_short=sum(1 for c in counts if c < num_negatives),
+            queries_without_negatives=sum(1 for c in counts if c == 0), negatives=int(sum(counts)),
+            rejected={r: rejected[task][r] for r in REASONS if rejected[task][r]},
+            positive_score=_summary(s.positive), negative_score=_summary(s.negative),
+            rejected_above_threshold_score=_summary(s.above), threshold=_summary(s.thresholds))
     return report
 
 
-def format_table(report: dict) -> str:
+def format_report(report: dict[str, TaskReport]) -> str:
     header = ("task", "queries", "mined", "negatives", "short", "none", "pos p50", "neg p50", "rejected (by reason)")
     rows = []
     for task, r in report.items():
-        rejected = ", ".join(f"{k} {v}" for k, v in r["rejected"].items()) or "-"
-        rows.append((task, str(r["queries"]), str(r["queries_mined"]), str(r["negatives"]), str(r["queries_short"]),
-                     str(r["queries_without_negatives"]), str(r["positive_score"].get("p50", "-")),
-                     str(r["negative_score"].get("p50", "-")), rejected))
-    widths = [max(len(x[i]) for x in rows + [header]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + rows)
+        rejected = ", ".join(f"{k} {v}" for k, v in r.rejected.items()) or "-"
+        rows.append((task, str(r.queries), str(r.queries_mined), str(r.negatives), str(r.queries_short),
+                     str(r.queries_without_negatives), str(r.positive_score.get("p50", "-")),
+                     str(r.negative_score.get("p50", "-")), rejected))
+    return format_table(header, rows)
 
 
-def plot_scores(report_inputs: dict, strategy: str, margin) -> bytes:
+def plot_scores(scores: dict[str, TaskScores], strategy: str, margin) -> bytes:
     """PNG: per task, histograms of positive, chosen-negative and rejected-above-threshold scores."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(report_inputs)
+    tasks = list(scores)
     fig, axes = plt.subplots(len(tasks), 1, figsize=(8, 2.6 * max(1, len(tasks))), squeeze=False)
     for ax, task in zip(axes[:, 0], tasks):
-        data = report_inputs[task]
+        data = scores[task]
         bins = np.linspace(-0.2, 1.0, 61)
-        ax.hist(data["positive"], bins=bins, alpha=0.55, label="positive", color="tab:green")
-        ax.hist(data["negative"], bins=bins, alpha=0.55, label="chosen negative", color="tab:blue")
-        if len(data["above"]):
-            ax.hist(data["above"], bins=bins, alpha=0.45, label="rejected: above threshold", color="tab:red")
-        if len(data["thresholds"]):
-            ax.axvline(float(np.median(data["thresholds"])), color="k", linestyle="--",
+        ax.hist(data.positive, bins=bins, alpha=0.55, label="positive", color="tab:green")
+        ax.hist(data.negative, bins=bins, alpha=0.55, label="chosen negative", color="tab:blue")
+        if len(data.above):
+            ax.hist(data.above, bins=bins, alpha=0.45, label="rejected: above threshold", color="tab:red")
+        if len(data.thresholds):
+            ax.axvline(float(np.median(data.thresholds)), color="k", linestyle="--",
                        label=f"median threshold ({strategy}, margin {margin})")
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("teacher score (cosine)")
@@ -102,5 +159,10 @@ def plot_scores(report_inputs: dict, strategy: str, margin) -> bytes:
     return buf.getvalue()
 
 
-def to_json(report: dict) -> bytes:
-    return (json.dumps(report, indent=2, sort_keys=True) + "\n").encode()
+def report_dict(report: dict[str, TaskReport]) -> dict[str, dict]:
+    """The report as plain JSON values (manifest stats, report.json)."""
+    return {task: asdict(r) for task, r in report.items()}
+
+
+def to_json(report: dict[str, TaskReport]) -> bytes:
+    return (json.dumps(report_dict(report), indent=2, sort_keys=True) + "\n").encode()

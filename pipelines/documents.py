@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from storage import InputError, first_line
+from storage.packaged import check_folder_or_hub_id
+
 # Status values of the ``_status`` column: rows that are not "ok" are counted, then dropped.
 OK = "ok"
 EMPTY_TEXT = "empty_text"
@@ -106,7 +109,11 @@ def _cut_long(sentence: str, budget: int, size) -> list[str]:
 def _tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    check_folder_or_hub_id(path, "--tokenizer")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as e:  # no such folder or hub id, or not a tokenizer
+        raise InputError(f"--tokenizer {path!r} does not load: {first_line(e)}") from None
 
 
 def token_counter(tokenizer_path: str):

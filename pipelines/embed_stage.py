@@ -12,11 +12,12 @@ keep a CPU.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
-from miners.cache import EmbeddingCache, embeddings_table
-from miners.teacher import Teacher, TeacherSpec
+from miners.cache import EmbeddingCache, EmbedStats, embeddings_table
+from miners.teacher import ResolvedTeacher, Teacher
 from pipelines.ray_io import block_sizes, write_blocks_ordered
 
 log = logging.getLogger("quarry")
@@ -31,9 +32,9 @@ GPU_BATCH_TOKENS = 32768
 class TeacherEncoder:
     """Ray Data callable class: (key, text) batches -> (key, embedding) batches."""
 
-    def __init__(self, spec: TeacherSpec, device: str | None, num_threads: int | None, batch_size: int,
+    def __init__(self, teacher: ResolvedTeacher, device: str | None, num_threads: int | None, batch_size: int,
                  max_batch_tokens: int | None = None):
-        self.teacher = Teacher(spec, device=device, num_threads=num_threads)
+        self.teacher = Teacher(teacher, device=device, num_threads=num_threads)
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
 
@@ -43,55 +44,68 @@ class TeacherEncoder:
         return embeddings_table(batch.column("key").to_pylist(), vectors)
 
 
-def encoder_resources() -> dict:
-    """Actor pool shape for this cluster: one actor per GPU, else one CPU actor."""
+@dataclass(frozen=True)
+class EncoderShape:
+    """The teacher actor pool for this cluster."""
+
+    actors: int
+    num_gpus: int  # per actor
+    num_cpus: int  # per actor (Ray's accounting; torch may use more threads)
+    device: str
+    threads: int | None  # torch threads per actor (None: torch's default)
+    max_batch_tokens: int  # default padded-token budget per forward pass
+
+
+def encoder_shape() -> EncoderShape:
+    """One actor per GPU, else one CPU actor."""
     import ray
 
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     cpus = int(resources.get("CPU", 1))
     if gpus:
-        return {"concurrency": gpus, "num_gpus": 1, "num_cpus": 1, "device": "cuda", "threads": None,
-                "max_batch_tokens": GPU_BATCH_TOKENS}
+        return EncoderShape(actors=gpus, num_gpus=1, num_cpus=1, device="cuda", threads=None,
+                            max_batch_tokens=GPU_BATCH_TOKENS)
     # One actor reserving one CPU leaves the others to Ray Data's read and write tasks (a
     # pool that reserves every CPU deadlocks them); torch still uses all the node's cores.
     # Measured on 2 cores: one 2-thread actor embeds 800 passages in 34 s, two 1-thread
     # actors in 50 s (their start-ups compete for the same cores).
-    return {"concurrency": 1, "num_gpus": 0, "num_cpus": 1, "device": "cpu", "threads": max(1, cpus),
-            "max_batch_tokens": CPU_BATCH_TOKENS}
+    return EncoderShape(actors=1, num_gpus=0, num_cpus=1, device="cpu", threads=max(1, cpus),
+                        max_batch_tokens=CPU_BATCH_TOKENS)
 
 
-def embed_missing(texts: dict[str, str], cache: EmbeddingCache, spec: TeacherSpec, batch_size: int,
-                  encoders: int | None = None, max_batch_tokens: int | None = None) -> dict:
+def embed_missing(texts: dict[str, str], cache: EmbeddingCache, teacher: ResolvedTeacher, batch_size: int,
+                  encoders: int | None = None, max_batch_tokens: int | None = None) -> EmbedStats:
     """Embed the (key -> text) entries the cache lacks; commit them as a new cache version.
 
     ``max_batch_tokens``: padded tokens per forward pass; None picks the device's default,
     0 turns the budget off (every pass holds ``batch_size`` texts).
     """
     import ray.data
+    from ray.data import ActorPoolStrategy
 
     known = cache.known_keys()
     missing = [(k, t) for k, t in texts.items() if k not in known]
-    stats = {"texts": len(texts), "cached": len(texts) - len(missing), "embedded": len(missing)}
-    log.info("embed: %d texts, %d cached, %d to embed", len(texts), stats["cached"], len(missing))
+    stats = EmbedStats(texts=len(texts), cached=len(texts) - len(missing), embedded=len(missing))
+    log.info("embed: %d texts, %d cached, %d to embed", len(texts), stats.cached, len(missing))
     if not missing:
         return stats
     missing.sort(key=lambda kt: (-len(kt[1]), kt[0]))
     table = pa.table({"key": [k for k, _ in missing], "text": [t for _, t in missing]})
-    shape = encoder_resources()
-    concurrency = encoders or shape["concurrency"]
-    budget = (shape["max_batch_tokens"] if max_batch_tokens is None else max_batch_tokens) or None
-    stats["max_batch_tokens"] = budget
-    log.info("embed: %d %s encoder(s), forward passes of at most %d texts%s", concurrency, shape["device"],
+    shape = encoder_shape()
+    concurrency = encoders or shape.actors
+    budget = (shape.max_batch_tokens if max_batch_tokens is None else max_batch_tokens) or None
+    stats.max_batch_tokens = budget
+    log.info("embed: %d %s encoder(s), forward passes of at most %d texts%s", concurrency, shape.device,
              batch_size, f" and {budget} padded tokens" if budget else "")
     block_rows = max(batch_size, min(4096, -(-len(missing) // max(4, 2 * concurrency))))
     blocks = [table.slice(i, block_rows) for i in range(0, table.num_rows, block_rows)]
     ds = ray.data.from_arrow(blocks).map_batches(
         TeacherEncoder,
-        fn_constructor_kwargs={"spec": spec, "device": shape["device"], "num_threads": shape["threads"],
+        fn_constructor_kwargs={"teacher": teacher, "device": shape.device, "num_threads": shape.threads,
                                "batch_size": batch_size, "max_batch_tokens": budget},
-        batch_size=batch_size * 8, batch_format="pyarrow", concurrency=concurrency,
-        num_cpus=shape["num_cpus"], num_gpus=shape["num_gpus"])
+        batch_size=batch_size * 8, batch_format="pyarrow", compute=ActorPoolStrategy(size=concurrency),
+        num_cpus=shape.num_cpus, num_gpus=shape.num_gpus)
     refs = ds.to_arrow_refs()
     sizes = block_sizes(refs)
     cache.check_dim(ray.get(refs[0]).schema.field("embedding").type.list_size)
@@ -99,6 +113,6 @@ def embed_missing(texts: dict[str, str], cache: EmbeddingCache, spec: TeacherSpe
     def stage(writer) -> int:
         return write_blocks_ordered(refs, sizes, writer.staging_dir, writer.filesystem, rows_per_file=500_000)
 
-    manifest, _ = cache.append(stage, stats)
+    manifest, _ = cache.append(stage, asdict(stats))
     log.info("embed: cache embeddings/%s is now %s with %d vectors", cache.name, manifest.version, manifest.num_rows)
     return stats

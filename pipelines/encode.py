@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,15 +43,41 @@ def read_texts(path: str, column: str) -> pa.Table:
     return table
 
 
-def encode_file(model_path: str, input_path: str, out_path: str, column: str = "text",
-                instruction: str | None = None, batch_size: int = 32) -> int:
+@dataclass
+class EncodeConfig:
+    model: str  # a saved Quarry model folder, or a backbone path / hub id
+    input: str  # JSONL, Parquet or plain text (one text per line)
+    out: str  # Parquet: the input columns + embedding
+    text_column: str = "text"
+    instruction: str | None = None  # prefix for every text (queries)
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        out_dir = os.path.dirname(os.path.abspath(self.out))
+        if not os.path.isdir(out_dir):
+            raise InputError(f"--out {self.out}: no such folder {out_dir}")
+
+
+def encode_file(cfg: EncodeConfig) -> int:
+    """Embed every text of ``cfg.input`` into ``cfg.out``; returns the rows written.
+
+    The output appears whole or not at all: it is written beside its place and renamed.
+    """
     from trainers import EmbeddingModel
 
-    table = read_texts(input_path, column)
-    model = EmbeddingModel.from_pretrained(model_path)
-    vectors = model.encode([t or "" for t in table.column(column).to_pylist()], instruction=instruction,
-                           batch_size=batch_size)
+    table = read_texts(cfg.input, cfg.text_column)
+    model = EmbeddingModel.from_pretrained(cfg.model)
+    vectors = model.encode([t or "" for t in table.column(cfg.text_column).to_pylist()], instruction=cfg.instruction,
+                           batch_size=cfg.batch_size)
     flat = pa.array(vectors.reshape(-1))
     table = table.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
-    pq.write_table(table, out_path)
+    tmp = f"{cfg.out}.tmp-{os.getpid()}"
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, cfg.out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return table.num_rows

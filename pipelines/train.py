@@ -1,6 +1,8 @@
 """``quarry train --config configs/train/NAME.yaml [--resume]``: NV-Embed contrastive training
 on Ray Train (``TorchTrainer``, DDP by default, FSDP as an option).
 
+The driver resolves everything a worker needs (backbone folder, shard files, step count,
+output paths) into a ``WorkerPlan`` and hands each worker ``run_worker(cfg, plan)``.
 Checkpoints (trainable weights: LoRA + pooling head; optimizer; scheduler; step) go to
 ``<root>/runs/<run_name>`` through Ray Train; TensorBoard logs to
 ``<root>/runs/<run_name>/tb``; the final model to ``<root>/models/<run_name>``.
@@ -8,27 +10,36 @@ Checkpoints (trainable weights: LoRA + pooling head; optimizer; scheduler; step)
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
+import shutil
+from dataclasses import dataclass
 
 import yaml
 
 from pipelines.ray_runtime import ensure_ray
-from storage import Catalog, InputError
+from storage import Catalog, InputError, Manifest, first_line, resolve_packaged
+from storage.packaged import is_packaged
 from trainers.config import TrainConfig
 
 log = logging.getLogger("quarry")
 
+TINY_PREFIX = "tiny:"
+
 
 def load_train_config(path: str, overrides: dict | None = None) -> TrainConfig:
+    """A YAML file's settings, then ``overrides`` (values that are None are left out)."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f) or {}
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise InputError(f"{path}: no such training config") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (at byte offset {e.start})") from None
     except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{path}: not valid YAML ({first_line(e)})") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a mapping of training settings")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -36,22 +47,22 @@ def load_train_config(path: str, overrides: dict | None = None) -> TrainConfig:
 
 
 def resolve_backbone(cfg: TrainConfig, catalog: Catalog) -> str:
-    """A local folder for the backbone: the packaged MiniLM, a tiny decoder built on demand,
-    a stage-1 model (``init_from``), or the path / hub id as given."""
+    """A local folder for the backbone: a stage-1 model (``init_from``), the packaged MiniLM,
+    a tiny decoder built on demand, or the path / hub id as given."""
     if cfg.init_from:
         path = cfg.init_from if os.path.isdir(cfg.init_from) else catalog.root.path("models", cfg.init_from)
         if not os.path.isdir(path):
             raise InputError(f"init_from: no saved model at {cfg.init_from} (nor {path})")
         return path
-    if cfg.backbone.startswith("packaged:"):
-        from miners.teacher import resolve_teacher_path
-
-        return resolve_teacher_path(cfg.backbone)
-    if cfg.backbone.startswith("tiny:"):
+    if is_packaged(cfg.backbone):
+        return resolve_packaged(cfg.backbone)
+    if cfg.backbone.startswith(TINY_PREFIX):
         from pipelines.sources import load_embedded_table
-        from trainers.tiny import build_tiny_decoder
+        from trainers.tiny import FAMILIES, build_tiny_decoder
 
-        family = cfg.backbone.split(":", 1)[1]
+        family = cfg.backbone[len(TINY_PREFIX):]
+        if family not in FAMILIES:
+            raise InputError(f"backbone {cfg.backbone}: tiny decoders are {', '.join(TINY_PREFIX + f for f in FAMILIES)}")
         if not catalog.root.is_local:
             raise InputError("tiny decoders are built on a local data root")
         texts = load_embedded_table("en", 400).column("extract").to_pylist()
@@ -61,39 +72,91 @@ def resolve_backbone(cfg: TrainConfig, catalog: Catalog) -> str:
 
 def latest_checkpoint(run_dir: str):
     """The checkpoint with the highest step under a run folder, or None."""
-    import torch
     from ray.train import Checkpoint
 
-    from trainers.train_loop import STATE_FILE
+    from trainers.train_loop import STATE_FILE, load_state
 
     best, best_step = None, -1
     if not os.path.isdir(run_dir):
         return None
     for entry in os.listdir(run_dir):
-        state = os.path.join(run_dir, entry, STATE_FILE)
-        if os.path.isfile(state):
-            step = torch.load(state, map_location="cpu", weights_only=False)["step"]
+        folder = os.path.join(run_dir, entry)
+        if os.path.isfile(os.path.join(folder, STATE_FILE)):
+            step = load_state(folder)["step"]
             if step > best_step:
-                best, best_step = os.path.join(run_dir, entry), step
+                best, best_step = folder, step
     return Checkpoint.from_directory(best) if best else None
 
 
-def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: int | None = None) -> dict:
+@dataclass
+class RunState:
+    done: int | None  # last checkpointed step, None: no checkpoint
+    total: int  # the schedule's length
+
+    @property
+    def finished(self) -> bool:
+        return self.done is not None and self.done >= self.total
+
+
+def run_state(cfg: TrainConfig, catalog: Catalog) -> RunState:
+    shards = catalog.manifest("shards", cfg.shards)
+    checkpoint = latest_checkpoint(catalog.root.path("runs", cfg.run_name))
+    return RunState(done=_step_of(checkpoint) if checkpoint else None, total=cfg.total_steps(shards.config["batches"]))
+
+
+def discard_uncheckpointed_run(cfg: TrainConfig, catalog: Catalog) -> bool:
+    """Remove the folder of a run that died before its first checkpoint (it holds only logs).
+
+    Returns whether there was one. A run with a checkpoint is never touched.
+    """
+    run_dir = catalog.root.path("runs", cfg.run_name)
+    if not os.path.isdir(run_dir) or latest_checkpoint(run_dir) is not None:
+        return False
+    log.info("train: %s has no checkpoint; starting it again", run_dir)
+    shutil.rmtree(run_dir)
+    return True
+
+
+@dataclass
+class TrainResult:
+    run_name: str
+    metrics: dict  # the last step's: step, loss, lr, task, examples_per_s, tokens_per_s
+    model_dir: str
+    run_dir: str
+
+    def summary(self) -> str:
+        return (f"trained {self.run_name}: step {self.metrics.get('step')}, loss "
+                f"{self.metrics.get('loss', float('nan')):.4f}; model in {self.model_dir}; "
+                f"TensorBoard: tensorboard --logdir {self.run_dir}/tb")
+
+
+def check_shards(cfg: TrainConfig, shards: Manifest) -> None:
+    """The shards must be cut for this run's workers (and global batch, if the config says)."""
+    if shards.config.get("workers") != cfg.num_workers:
+        raise InputError(f"shards/{cfg.shards} were packed for {shards.config.get('workers')} workers, "
+                         f"the config asks for {cfg.num_workers}: export again with --workers {cfg.num_workers}")
+    if cfg.global_batch is not None and shards.config.get("global_batch") != cfg.global_batch:
+        raise InputError(f"shards/{cfg.shards} hold global batches of {shards.config.get('global_batch')} queries, "
+                         f"the config asks for {cfg.global_batch}: export again with --global-batch {cfg.global_batch}")
+
+
+def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: int | None = None) -> TrainResult:
     """Train (or resume) ``cfg.run_name``. ``stop_after``: end after that many steps, on the
     schedule of the full run, with a checkpoint; ``--resume`` continues from it."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from trainers.train_loop import train_loop_per_worker
+    from trainers.model import load_backbone_config
+    from trainers.train_loop import WorkerPlan, run_worker
 
+    if stop_after is not None and stop_after < 1:
+        raise InputError(f"--stop-after must be at least 1, got {stop_after}")
     if not catalog.root.is_local:
         raise InputError("training writes checkpoints and the model under a local data root for now")
     shards = catalog.manifest("shards", cfg.shards)
-    if shards.config.get("workers") != cfg.num_workers:
-        raise InputError(f"shards/{cfg.shards} were packed for {shards.config.get('workers')} workers, "
-                         f"the config asks for {cfg.num_workers}: export again with --workers {cfg.num_workers}")
+    check_shards(cfg, shards)
     num_batches = shards.config["batches"]
-    total = cfg.max_steps or cfg.epochs * num_batches
+    total = cfg.total_steps(num_batches)
     runs = catalog.root.path("runs")
     run_dir = posixpath.join(runs, cfg.run_name)
     checkpoint = latest_checkpoint(run_dir) if resume else None
@@ -102,21 +165,21 @@ def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: 
     if not resume and os.path.isdir(run_dir) and any(e != "tb" for e in os.listdir(run_dir)):
         raise InputError(f"run {cfg.run_name} already exists under {run_dir}: pass --resume, or choose another "
                          "run_name")
+    backbone = resolve_backbone(cfg, catalog)
+    load_backbone_config(backbone, cfg.trust_remote_code)  # a bad backbone is one line here, not a worker crash
     os.makedirs(run_dir, exist_ok=True)
     ensure_ray()
-    backbone = resolve_backbone(cfg, catalog)
     model_dir = catalog.root.path("models", cfg.run_name)
-    loop_config = {"train": cfg.to_dict(), "backbone_path": backbone, "root": catalog.root.uri,
-                   "files": catalog.files("shards", cfg.shards, shards.version), "num_batches": num_batches,
-                   "total_steps": total, "model_dir": model_dir,
-                   "tensorboard_dir": posixpath.join(run_dir, "tb"), "stop_after": stop_after,
-                   "metrics_path": posixpath.join(run_dir, "metrics.jsonl"),
-                   "resume_from": checkpoint.path if checkpoint else None}
+    plan = WorkerPlan(backbone_path=backbone, root_uri=catalog.root.uri,
+                      shard_files=tuple(catalog.files("shards", cfg.shards, shards.version)), num_batches=num_batches,
+                      total_steps=total, stop_after=stop_after, resume_from=checkpoint.path if checkpoint else None,
+                      model_dir=model_dir, tensorboard_dir=posixpath.join(run_dir, "tb"),
+                      metrics_path=posixpath.join(run_dir, "metrics.jsonl"))
     log.info("train: %s on %d %s worker(s), %d steps over %d global batches of shards/%s %s%s",
              cfg.run_name, cfg.num_workers, "GPU" if cfg.use_gpu else "CPU", total, num_batches, cfg.shards,
              shards.version, f", resuming from step {_step_of(checkpoint)}" if checkpoint else "")
     trainer = TorchTrainer(
-        train_loop_per_worker, train_loop_config=loop_config,
+        functools.partial(run_worker, cfg, plan),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
         run_config=RunConfig(name=cfg.run_name, storage_path=runs,
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)))
@@ -124,21 +187,11 @@ def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: 
     metrics = dict(result.metrics or {})
     log.info("train: done at step %s, loss %.4f; model saved to %s", metrics.get("step"), metrics.get("loss", float("nan")),
              model_dir)
-    return {"metrics": metrics, "model_dir": model_dir, "run_dir": run_dir}
-
-
-def run_state(cfg: TrainConfig, catalog: Catalog) -> tuple[int | None, int]:
-    """(last checkpointed step or None, total steps) of ``cfg.run_name``."""
-    shards = catalog.manifest("shards", cfg.shards)
-    total = cfg.max_steps or cfg.epochs * shards.config["batches"]
-    checkpoint = latest_checkpoint(catalog.root.path("runs", cfg.run_name))
-    return (_step_of(checkpoint) if checkpoint else None), total
+    return TrainResult(run_name=cfg.run_name, metrics=metrics, model_dir=model_dir, run_dir=run_dir)
 
 
 def _step_of(checkpoint) -> int:
-    import torch
-
-    from trainers.train_loop import STATE_FILE
+    from trainers.train_loop import load_state
 
     with checkpoint.as_directory() as d:
-        return torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=False)["step"]
+        return load_state(d)["step"]

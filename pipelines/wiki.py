@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from pipelines.documents import EMPTY_TEXT, MISSING_TITLE, OK, NormalizeOptions, normalize_documents
+from pipelines.documents import EMPTY_TEXT, MISSING_TITLE, OK, NormalizeOptions, normalize_documents, token_counter
 from pipelines.ray_io import write_blocks_ordered
 from pipelines.ray_runtime import ensure_ray
 from pipelines.sources import SourceConfig, open_source
-from storage import Catalog, InputError, Manifest, validate_name
+from storage import Catalog, InputError, Manifest, human_bytes, validate_name
 
 log = logging.getLogger("quarry")
 
@@ -54,8 +54,13 @@ class WikiBuildConfig:
 @dataclass
 class BuildResult:
     manifest: Manifest
-    unchanged: bool
+    unchanged: bool  # the build equalled the latest version, which stays
     stats: dict
+
+    def summary(self) -> str:
+        m = self.manifest
+        state = "unchanged, still" if self.unchanged else "committed"
+        return f"{m.kind}/{m.name}: {state} {m.version}: {m.num_rows} rows, {human_bytes(m.num_bytes)}"
 
 
 @dataclass
@@ -107,6 +112,8 @@ def _apply_keep(block: pa.Table, keep: np.ndarray) -> pa.Table:
 def build_wiki(cfg: WikiBuildConfig, catalog: Catalog) -> BuildResult:
     import ray
 
+    if cfg.passage_tokens:
+        token_counter(cfg.tokenizer)  # a tokenizer that does not load stops here, before any read
     ensure_ray()
     src = cfg.source
     opts = NormalizeOptions(
@@ -130,6 +137,6 @@ def build_wiki(cfg: WikiBuildConfig, catalog: Catalog) -> BuildResult:
     kept_sizes = [int(plan.keep[offsets[i]:offsets[i + 1]].sum()) for i in range(len(blocks))]
     with catalog.writer("corpus", cfg.name) as writer:
         write_blocks_ordered(kept, kept_sizes, writer.staging_dir, writer.filesystem, rows_per_file=50_000)
-        manifest = writer.commit(config={"stage": "build wiki", **asdict(cfg)}, stats=plan.stats,
+        manifest = writer.commit(config={"built_by": "quarry build wiki", **asdict(cfg)}, stats=plan.stats,
                                  skip_if_unchanged=True)
         return BuildResult(manifest=manifest, unchanged=writer.unchanged, stats=plan.stats)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("QUARRY_PROGRESS", "0")
@@ -37,3 +39,24 @@ def catalog(tmp_path):
     from storage import Catalog
 
     return Catalog(str(tmp_path / "root"))
+
+
+def _perturb_in_place(safetensors_path, names=None, delta=0.01):
+    """Add ``delta`` to float32 tensors of a safetensors file without changing its size or
+    header: a retrained model of the same shape, the case a name-and-size fingerprint misses."""
+    with open(safetensors_path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        for name, entry in header.items():
+            if name == "__metadata__" or entry["dtype"] != "F32" or (names is not None and name not in names):
+                continue
+            start, end = entry["data_offsets"]
+            f.seek(8 + n + start)
+            values = np.frombuffer(f.read(end - start), dtype=np.float32) + np.float32(delta)
+            f.seek(8 + n + start)
+            f.write(values.tobytes())
+
+
+@pytest.fixture
+def perturb_in_place():
+    return _perturb_in_place

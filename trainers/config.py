@@ -1,19 +1,56 @@
-"""The typed training config. YAML files (configs/train/*.yaml) only supply its values."""
+"""The typed training configs. YAML files (configs/train/*.yaml) only supply their values.
+
+``TrainConfig`` nests ``PoolingConfig`` and ``LoraSettings``; ``TrainConfig.from_dict``
+checks every value against its field's type, so a quoted ``use_gpu: "false"`` or an
+``lr: x`` is a one-line error naming the file and the field, never a wrong run. No torch
+here: the driver reads configs without loading a model.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from storage import InputError, validate_name
 
+POOLING_MODES = ("latent_attention", "mean", "weighted_mean", "last_token")
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
+PARALLEL_STRATEGIES = ("ddp", "fsdp")
+
 
 @dataclass
-class LoraConfigSection:
+class PoolingConfig:
+    mode: str = "latent_attention"  # latent_attention | mean | weighted_mean | last_token
+    num_latents: int = 512  # NV-Embed: 512 latents
+    num_heads: int = 8  # NV-Embed: 8 cross-attention heads
+    mlp_mult: int = 4  # GEGLU feed-forward width multiplier, as the released NV-Embed code
+
+    def __post_init__(self) -> None:
+        if self.mode not in POOLING_MODES:
+            raise InputError(f"unknown pooling {self.mode!r}: use {', '.join(POOLING_MODES)}")
+        for name in ("num_latents", "num_heads", "mlp_mult"):
+            if getattr(self, name) < 1:
+                raise InputError(f"pooling.{name} must be at least 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LoraSettings:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.1
-    targets: list[str] | None = None  # None: attention + MLP projections of the family
+    targets: list[str] | None = None  # None: attention and MLP projections of the family
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0:
+            raise InputError(f"lora: r must be at least 1 and alpha positive, got r {self.r}, alpha {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"lora.dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -21,13 +58,12 @@ class TrainConfig:
     run_name: str = "cpu-minilm"  # runs/<run_name> (checkpoints, TensorBoard), models/<run_name> (the model)
     backbone: str = "packaged:all-MiniLM-L6-v2"  # path, hub id, packaged MiniLM, or tiny:<llama|mistral|qwen2>
     shards: str = "vital-stage1"  # shards dataset made by `quarry export`
+    global_batch: int | None = None  # queries per global batch the shards must hold (None: as exported)
     init_from: str | None = None  # a saved Quarry model (stage 1's output) to start stage 2 from
-    pooling: str = "latent_attention"
-    num_latents: int = 512
-    num_heads: int = 8
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)  # YAML: a mapping, or just the mode
     bidirectional: bool = True
     attn_implementation: str = "sdpa"
-    lora: LoraConfigSection | None = field(default_factory=LoraConfigSection)  # None: full fine-tuning
+    lora: LoraSettings | None = field(default_factory=LoraSettings)  # None: full fine-tuning
     trust_remote_code: bool = False
     lr: float = 2e-5
     weight_decay: float = 0.0
@@ -49,28 +85,96 @@ class TrainConfig:
     def __post_init__(self) -> None:
         validate_name(self.run_name, "run name")
         validate_name(self.shards)
-        if isinstance(self.lora, dict):
-            self.lora = LoraConfigSection(**self.lora)
-        if self.strategy not in ("ddp", "fsdp"):
+        if self.strategy not in PARALLEL_STRATEGIES:
             raise InputError(f"strategy must be ddp or fsdp, got {self.strategy!r}")
-        if self.num_workers < 1:
-            raise InputError("num_workers must be at least 1")
+        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise InputError(f"attn_implementation must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, "
+                             f"got {self.attn_implementation!r}")
+        for name in ("num_workers", "epochs", "checkpoint_every", "keep_checkpoints", "max_length"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise InputError("max_steps must be at least 1")
+            raise InputError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise InputError("warmup_steps and weight_decay must not be negative")
         for name in ("lr", "temperature"):
             if getattr(self, name) <= 0:
-                raise InputError(f"{name} must be positive")
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise InputError(f"grad_clip must be positive (or null: off), got {self.grad_clip}")
+        if self.global_batch is not None and (self.global_batch < self.num_workers
+                                              or self.global_batch % self.num_workers):
+            raise InputError(f"global_batch {self.global_batch} must be a positive multiple of num_workers "
+                             f"{self.num_workers}")
+
+    def total_steps(self, num_batches: int) -> int:
+        """The schedule's length: ``max_steps``, else ``epochs`` passes over the shards' batches."""
+        return self.max_steps or self.epochs * num_batches
+
+    @property
+    def use_bf16(self) -> bool:
+        return self.bf16 if self.bf16 is not None else self.use_gpu
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str = "config") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        for key in raw:
-            if key not in known:
-                raise InputError(f"{where}: {key}: unknown field (fields: {', '.join(sorted(known))})")
-        try:
-            return cls(**raw)
-        except TypeError as e:
-            raise InputError(f"{where}: {e}") from None
+        return _build(cls, raw, where, "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _build(cls, raw: Any, where: str, path: str):
+    """``cls(**raw)`` after checking each value against its field's type."""
+    if isinstance(raw, str) and cls is PoolingConfig:
+        raw = {"mode": raw}  # `pooling: mean` is short for `pooling: {mode: mean}`
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: {path.rstrip('.') or 'config'}: expected a mapping of settings, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise InputError(f"{where}: {path}{key}: unknown field (fields: {', '.join(sorted(known))})")
+        values[key] = _check(value, hints[key], where, f"{path}{key}")
+    try:
+        return cls(**values)
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+
+
+def _check(value: Any, hint: Any, where: str, path: str) -> Any:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise InputError(f"{where}: {path}: must be set, got null")
+    for option in options:
+        if dataclasses.is_dataclass(option):
+            return _build(option, value, where, f"{path}.")
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is float and isinstance(value, str):
+            # PyYAML reads `1e-4` (no dot) as a string: accept any text that is a number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if option is str and isinstance(value, str):
+            return value
+        if typing.get_origin(option) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    expected = " or ".join(_describe(o) for o in options)
+    raise InputError(f"{where}: {path}: expected {expected}, got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(
+        hint, "a list of strings" if typing.get_origin(hint) is list else str(hint))

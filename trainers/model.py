@@ -23,7 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.pooling import Pooler, PoolingConfig
+from storage import InputError, first_line
+from storage.packaged import check_folder_or_hub_id
+from trainers.config import LoraSettings, PoolingConfig
+from trainers.pooling import Pooler
 from trainers.tokenization import SpecialLayout, batch_encode, special_layout
 
 log = logging.getLogger("quarry")
@@ -35,14 +38,6 @@ DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma
 DECODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ENCODER_LORA_TARGETS = ["query", "key", "value", "dense"]
 ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": "lasttoken"}
-
-
-@dataclass
-class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.1
-    targets: list[str] | None = None  # None: attention and MLP projections of the family
 
 
 @dataclass
@@ -75,14 +70,22 @@ def flash_attention_available() -> bool:
     return torch.cuda.is_available()
 
 
+def load_backbone_config(path: str, trust_remote_code: bool = False, revision: str | None = None):
+    """The backbone's transformers config: cheap, so the driver checks a backbone with it
+    before any worker starts."""
+    from transformers import AutoConfig
+
+    return _loading(path, AutoConfig.from_pretrained, path, trust_remote_code=trust_remote_code, revision=revision)
+
+
 def _load_backbone(path: str, bidirectional: bool, attn_implementation: str, dtype, trust_remote_code: bool,
                    revision: str | None):
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
     if attn_implementation == "flash_attention_2" and not flash_attention_available():
         raise ImportError("flash_attention_2 needs flash-attn and a CUDA GPU: pip install .[gpu]; "
                           "or use attn_implementation='sdpa'")
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
+    config = load_backbone_config(path, trust_remote_code, revision)
     is_decoder = config.model_type in DECODER_TYPES
     if is_decoder and bidirectional:
         config.is_causal = False  # saved in config.json, so the saved model stays bidirectional
@@ -90,13 +93,22 @@ def _load_backbone(path: str, bidirectional: bool, attn_implementation: str, dty
               "revision": revision}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = AutoModel.from_pretrained(path, **kwargs)
+    model = _loading(path, AutoModel.from_pretrained, path, **kwargs)
     if isinstance(getattr(model, "pooler", None), nn.Module):
         # BERT-style encoders carry a [CLS] pooler that Quarry never uses (it pools the last
         # hidden states itself); left in, LoRA would adapt it and DDP would find parameters
         # without gradients.
         model.pooler = None
     return model, is_decoder
+
+
+def _loading(path: str, load, *args, **kwargs):
+    """``load(*args, **kwargs)``, with a failure said in one line that names the model."""
+    check_folder_or_hub_id(path, "model")
+    try:
+        return load(*args, **kwargs)
+    except (OSError, ValueError, KeyError) as e:  # missing folder or hub id, bad config, unknown model type
+        raise InputError(f"model {path!r} does not load: {first_line(e)}") from None
 
 
 class EmbeddingModel(nn.Module):
@@ -121,7 +133,8 @@ class EmbeddingModel(nn.Module):
         saved = os.path.isfile(os.path.join(path_or_id, CONFIG_NAME))
         backbone, is_decoder = _load_backbone(path_or_id, bidirectional, attn_implementation, dtype,
                                               trust_remote_code, revision)
-        tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=trust_remote_code, revision=revision)
+        tokenizer = _loading(path_or_id, AutoTokenizer.from_pretrained, path_or_id, trust_remote_code=trust_remote_code,
+                             revision=revision)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         if saved:

@@ -7,28 +7,13 @@ instruction, which the model attends to but which never enters the pooled vector
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-POOLING_MODES = ("latent_attention", "mean", "weighted_mean", "last_token")
+from trainers.config import POOLING_MODES, PoolingConfig
 
-
-@dataclass
-class PoolingConfig:
-    mode: str = "latent_attention"
-    num_latents: int = 512  # NV-Embed: 512 latents
-    num_heads: int = 8  # NV-Embed: 8 cross-attention heads
-    mlp_mult: int = 4  # GEGLU feed-forward width multiplier, as the released NV-Embed code
-
-    def __post_init__(self) -> None:
-        if self.mode not in POOLING_MODES:
-            raise ValueError(f"unknown pooling {self.mode!r}: use {', '.join(POOLING_MODES)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["POOLING_MODES", "Pooler", "PoolingConfig", "last_token", "masked_mean", "weighted_mean"]
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

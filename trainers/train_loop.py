@@ -1,4 +1,8 @@
-"""The per-worker training loop that Ray Train runs (``TorchTrainer``).
+"""The per-worker training loop that Ray Train runs (``TorchTrainer``): ``run_worker(cfg, plan)``.
+
+The driver (``pipelines.train``) hands every worker the run's ``TrainConfig`` and a
+``WorkerPlan``: what the driver resolved (the backbone folder, the shard files, the step
+count, where outputs go), so the worker re-derives nothing.
 
 Each worker reads its own rows of each packed global batch (``worker == rank``) straight
 from the Parquet shards, one batch at a time. Step s of the run uses global batch
@@ -10,7 +14,6 @@ forward pass (DDP allows one forward per backward).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -22,20 +25,43 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import torch
 
+from storage import stable_seed
 from trainers.config import TrainConfig
 from trainers.loss import gathered_loss
 
 STATE_FILE = "state.pt"
 
 
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What the driver resolved for a run, the same for every worker."""
+
+    backbone_path: str  # a local folder (or hub id) the model loads from
+    root_uri: str  # the data root holding the shards
+    shard_files: tuple[str, ...]  # the shards version's Parquet files
+    num_batches: int  # global batches in the shards
+    total_steps: int  # the schedule's length (TrainConfig.total_steps)
+    stop_after: int | None  # end after this step with a checkpoint (--stop-after)
+    resume_from: str | None  # checkpoint folder to continue from (--resume)
+    model_dir: str  # where the final model is saved
+    tensorboard_dir: str
+    metrics_path: str  # metrics.jsonl, one line per step (rank 0)
+
+
 def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "big")
+    # 4 bytes, as every run so far was seeded: a wider seed would change their noise.
+    return stable_seed(*parts, nbytes=4)
 
 
 def batch_order(num_batches: int, epoch: int, seed: int) -> np.ndarray:
     if epoch == 0:
         return np.arange(num_batches)  # the export already shuffled them
     return np.random.default_rng(_seed(seed, "epoch", epoch)).permutation(num_batches)
+
+
+def load_state(checkpoint_dir: str) -> dict:
+    """A checkpoint's state: tensors, numbers and lists only, so no pickled code runs."""
+    return torch.load(os.path.join(checkpoint_dir, STATE_FILE), map_location="cpu", weights_only=True)
 
 
 class ShardReader:
@@ -86,15 +112,12 @@ def compute_loss(model, inputs: StepInputs, temperature: float, device) -> torch
 
 
 def build_model(cfg: TrainConfig, backbone_path: str):
-    from trainers.model import EmbeddingModel, LoraSettings
-    from trainers.pooling import PoolingConfig
+    from trainers.model import EmbeddingModel
 
-    lora = LoraSettings(**vars(cfg.lora)) if cfg.lora is not None else None
-    dtype = torch.bfloat16 if (cfg.bf16 if cfg.bf16 is not None else cfg.use_gpu) else None
     model = EmbeddingModel.from_pretrained(
-        backbone_path, pooling=PoolingConfig(mode=cfg.pooling, num_latents=cfg.num_latents, num_heads=cfg.num_heads),
-        bidirectional=cfg.bidirectional, attn_implementation=cfg.attn_implementation, dtype=dtype,
-        max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code, lora=lora)
+        backbone_path, pooling=cfg.pooling, bidirectional=cfg.bidirectional,
+        attn_implementation=cfg.attn_implementation, dtype=torch.bfloat16 if cfg.use_bf16 else None,
+        max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code, lora=cfg.lora)
     if cfg.gradient_checkpointing:
         base = model.backbone
         enable = getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
@@ -102,47 +125,45 @@ def build_model(cfg: TrainConfig, backbone_path: str):
     return model
 
 
-def train_loop_per_worker(config: dict) -> None:
+def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
     import ray.train
     import ray.train.torch
     from transformers import get_linear_schedule_with_warmup
 
     from storage import DataRoot
 
-    cfg = TrainConfig.from_dict(config["train"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed)  # identical initial pooling head on every worker
-    model = build_model(cfg, config["backbone_path"])
+    model = build_model(cfg, plan.backbone_path)
     module = model
     model = ray.train.torch.prepare_model(model, parallel_strategy=cfg.strategy)
     device = ray.train.torch.get_device()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = config["total_steps"]
+    total = plan.total_steps
     scheduler = get_linear_schedule_with_warmup(optimizer, min(cfg.warmup_steps, total), total)
     start = 0
     # Ray's own restarts after a worker failure hand the checkpoint over here; `--resume`
     # passes the run's last checkpoint in the config (Ray Train V2's recommended pattern).
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and config.get("resume_from"):
-        checkpoint = ray.train.Checkpoint.from_directory(config["resume_from"])
+    if checkpoint is None and plan.resume_from:
+        checkpoint = ray.train.Checkpoint.from_directory(plan.resume_from)
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=False)
+            state = load_state(d)
         module.load_state_dict(state["trainable"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
-    root = DataRoot.resolve(config["root"])
-    reader = ShardReader(config["files"], root.fs, rank, config["num_batches"], cfg.seed)
+    root = DataRoot.resolve(plan.root_uri)
+    reader = ShardReader(list(plan.shard_files), root.fs, rank, plan.num_batches, cfg.seed)
     writer = None
-    if rank == 0 and config.get("tensorboard_dir"):
+    if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(config["tensorboard_dir"])
-    metrics_path = config.get("metrics_path")
-    stop = min(total, config.get("stop_after") or total)
+        writer = SummaryWriter(plan.tensorboard_dir)
+    stop = min(total, plan.stop_after or total)
     model.train()
     for step in range(start, stop):
         t0 = time.perf_counter()
@@ -170,9 +191,8 @@ def train_loop_per_worker(config: dict) -> None:
             if writer:
                 for key in ("loss", "lr", "examples_per_s", "tokens_per_s"):
                     writer.add_scalar(f"train/{key}", metrics[key], step + 1)
-            if metrics_path:
-                with open(metrics_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(metrics) + "\n")
+            with open(plan.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
         last = step + 1 == total
         if (step + 1) % cfg.checkpoint_every == 0 or last or step + 1 == stop:
             with tempfile.TemporaryDirectory() as d:
@@ -183,7 +203,7 @@ def train_loop_per_worker(config: dict) -> None:
                     with open(os.path.join(d, "metrics.json"), "w") as f:
                         json.dump(metrics, f)
                 if last and rank == 0:
-                    module.save_pretrained(config["model_dir"])
+                    module.save_pretrained(plan.model_dir)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
         else:
             ray.train.report(metrics)

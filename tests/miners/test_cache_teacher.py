@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from miners.cache import EmbeddingCache, embeddings_table
-from miners.teacher import (DEFAULT_TEACHER, Teacher, TeacherSpec, describe, fingerprint, plan_batches,
-                            resolve_teacher_path)
-from storage import CatalogError, InputError
+from miners.teacher import Teacher, TeacherSpec, fingerprint, plan_batches, resolve_teacher
+from storage import PACKAGED_MINILM, CatalogError, InputError, resolve_packaged
+
+MINILM_LAYER = "encoder.layer.3.attention.self.query.weight"
 
 
 def _append(cache, keys, vectors):
@@ -44,19 +45,20 @@ def test_cache_refuses_vectors_of_another_size(catalog):
 
 
 def test_fingerprint_changes_with_the_model_files(tmp_path):
-    src = resolve_teacher_path(DEFAULT_TEACHER)
+    src = resolve_packaged(PACKAGED_MINILM)
     copy = tmp_path / "m"
     shutil.copytree(src, copy)
     assert fingerprint(str(copy)) == fingerprint(src)
     with open(copy / "config.json", "a") as f:
         f.write(" ")
     assert fingerprint(str(copy)) != fingerprint(src)
-    assert fingerprint("org/model", "abc") != fingerprint("org/model", "def")
+    assert fingerprint(src, commit="abc") != fingerprint(src, commit="def")  # a hub snapshot's commit counts
 
 
 def test_packaged_teacher_encodes_normalised_rows():
     spec = TeacherSpec()
-    fp, max_len = describe(spec)
+    resolved = resolve_teacher(spec)
+    fp, max_len = resolved.fingerprint, resolved.max_length
     assert max_len == 256
     teacher = Teacher(spec, device="cpu")
     out = teacher.encode(["a cat sat", "quantum chromodynamics"])
@@ -109,3 +111,67 @@ def test_token_budget_encoding_equals_plain_encoding():
     assert np.allclose(budgeted, plain, atol=1e-5)
     assert np.array_equal(budgeted[0], budgeted[5])
     assert teacher.encode([], max_batch_tokens=70).shape == (0, 384)
+
+
+def test_same_shape_different_weights_change_the_fingerprint(tmp_path, perturb_in_place):
+    src = resolve_packaged(PACKAGED_MINILM)
+    copy = tmp_path / "m"
+    shutil.copytree(src, copy)
+    perturb_in_place(copy / "model.safetensors", {MINILM_LAYER})
+    assert os.path.getsize(copy / "model.safetensors") == os.path.getsize(os.path.join(src, "model.safetensors"))
+    assert fingerprint(str(copy)) != fingerprint(src)
+    assert resolve_teacher(TeacherSpec(str(copy))).cache_name != resolve_teacher(TeacherSpec()).cache_name
+    shutil.copy(os.path.join(src, "model.safetensors"), copy / "model.safetensors")
+    (copy / "README.md").write_text("edited docs")  # documentation never changes a vector
+    assert fingerprint(str(copy)) == fingerprint(src)
+
+
+def test_large_files_are_identified_by_header_and_sampled_blocks(tmp_path, monkeypatch, perturb_in_place):
+    import miners.teacher as teacher_module
+
+    monkeypatch.setattr(teacher_module, "FULL_HASH_BYTES", 1 << 20)  # MiniLM's 87 MiB file is now "large"
+    src = resolve_packaged(PACKAGED_MINILM)
+    copy = tmp_path / "m"
+    shutil.copytree(src, copy)
+    assert fingerprint(str(copy)) == fingerprint(src)
+    perturb_in_place(copy / "model.safetensors")  # every float tensor changes, as in a retrained model
+    assert fingerprint(str(copy)) != fingerprint(src)
+
+
+def _hub_snapshot(cache, repo, commit, source, refs=("main",)):
+    """A model in the hub cache's own layout: snapshots/<commit>/ and refs/<branch>."""
+    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+    shutil.copytree(source, snapshot)
+    for ref in refs:
+        (cache / f"models--{repo.replace('/', '--')}" / "refs").mkdir(exist_ok=True)
+        (cache / f"models--{repo.replace('/', '--')}" / "refs" / ref).write_text(commit)
+    return snapshot
+
+
+def test_a_hub_id_is_resolved_to_its_commit(tmp_path, monkeypatch, perturb_in_place):
+    import huggingface_hub.constants
+
+    from miners.teacher import resolve_model_dir
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    src = resolve_packaged(PACKAGED_MINILM)
+    first, second = "a" * 40, "b" * 40
+    old = _hub_snapshot(cache, "org/minilm", first, src)
+    assert resolve_model_dir("org/minilm") == (str(old), first)
+    before = resolve_teacher(TeacherSpec("org/minilm"))
+    assert before.commit == first and before.path == str(old)
+
+    # The branch moves to a retrained model: the same id now names other vectors.
+    new = _hub_snapshot(cache, "org/minilm", second, src)
+    perturb_in_place(new / "model.safetensors", {MINILM_LAYER})
+    after = resolve_teacher(TeacherSpec("org/minilm"))
+    assert after.commit == second and after.fingerprint != before.fingerprint
+    assert after.cache_name != before.cache_name
+    assert resolve_teacher(TeacherSpec("org/minilm", revision=first)).fingerprint == before.fingerprint
+    out = Teacher(after, device="cpu").encode(["a cat sat"])  # the actors load exactly that snapshot
+    assert out.shape == (1, 384)
+    with pytest.raises(InputError, match="neither a local folder nor a model the hub provides"):
+        resolve_teacher(TeacherSpec("org/absent"))
+    with pytest.raises(InputError, match="teacher '/no/such/folder': no such folder"):
+        resolve_teacher(TeacherSpec("/no/such/folder"))

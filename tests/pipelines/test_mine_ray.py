@@ -1,16 +1,17 @@
 """quarry mine on a small corpus through real Ray: output rules, cache, Ray == in-process."""
 
 import json
-import os
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from miners.cache import EmbeddingCache, embeddings_table
-from miners.teacher import TeacherSpec, describe
+from miners.teacher import TeacherSpec, resolve_teacher
 from pipelines.cli import main
-from pipelines.mine import MineConfig, prepare, select_batch, select_on_ray, teacher_label
+from pipelines.mine import MineConfig
+from pipelines.mine_search import search
+from pipelines.mine_select import SelectNegatives, select_on_ray
 from pipelines.sources import load_embedded_table
 from storage import Catalog, CatalogError
 
@@ -83,6 +84,7 @@ def test_provenance_report_and_rejections(setup):
     assert m.attachments == ["report.json", "scores.png"]
     report = json.load(open(catalog.attachment_path("negatives", "small", m.version, "report.json")))
     assert report["topic"]["rejected"]["same_class"] > 0 and report["desc"]["queries_mined"] > 0
+    assert report["desc"]["queries_skipped"] == {}  # every positive is in the pool: nothing to count
     png = open(catalog.attachment_path("negatives", "small", m.version, "scores.png"), "rb").read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     rejected = catalog.read_table("rejections", "small").to_pylist()
@@ -105,15 +107,32 @@ def test_second_run_embeds_nothing_and_a_changed_document_alone_is_re_embedded(s
     assert "embedded 1 new texts" in capsys.readouterr().out
 
 
+def test_a_retrained_teacher_of_the_same_shape_embeds_everything_again(setup, tmp_path, capsys, perturb_in_place):
+    import shutil
+
+    from storage import PACKAGED_MINILM, resolve_packaged
+
+    retrained = tmp_path / "minilm-retrained"
+    shutil.copytree(resolve_packaged(PACKAGED_MINILM), retrained)
+    perturb_in_place(retrained / "model.safetensors", {"encoder.layer.3.attention.self.query.weight"})
+    capsys.readouterr()
+    assert main(["--root", setup["root"], "mine", "--examples", "small", "--depth", "40", "--tasks", "desc",
+                 "--teacher", str(retrained), "--name", "retrained"]) == 0
+    out = capsys.readouterr().out
+    embedded = int(out.split("embedded ")[1].split()[0])
+    assert embedded > 0 and f"(0 of {embedded} cached)" in out  # not one stale vector reused
+
+
 def test_ray_selection_equals_the_same_function_in_process(setup):
     catalog = Catalog(setup["root"])
-    cfg = MineConfig(examples="small", depth=40, chunk_rows=50)  # several Ray batches
-    prepared = prepare(cfg, catalog)
+    cfg = MineConfig(examples="small", depth=40)
+    searched = search(cfg, catalog)
     import ray
 
-    on_ray = pa.concat_tables(ray.get(select_on_ray(prepared, cfg, "run-x")))
-    in_process = select_batch(prepared.queries, {n: p.table for n, p in prepared.pools.items()}, cfg.selection,
-                              cfg.class_selection, teacher_label(cfg, prepared.fingerprint), "run-x")
+    on_ray = pa.concat_tables(ray.get(select_on_ray(searched, 50, "run-x")))  # several Ray batches
+    select = SelectNegatives({n: p.table for n, p in searched.pools.items()}, searched.plans, searched.teacher.label,
+                             "run-x")
+    in_process = select(searched.queries)
     assert on_ray.num_rows > 0 and on_ray.equals(in_process)
 
 
@@ -123,8 +142,7 @@ def test_ray_embedding_stage_equals_plain_in_process_encoding(setup):
 
     catalog = Catalog(setup["root"])
     spec = TeacherSpec()
-    fp, max_len = describe(spec)
-    name = spec.cache_name(fp, max_len)
+    name = resolve_teacher(spec).cache_name
     assert catalog.manifest("embeddings", name, "v0001").stats["max_batch_tokens"] == 2048
     texts = catalog.read_table("corpus", "small", "v0001").column("text").to_pylist()
     on_ray = EmbeddingCache(catalog, name, dim=None, config={}).load([text_key(t) for t in texts])
@@ -158,8 +176,7 @@ def test_depth_beyond_the_corpus_is_capped_and_recorded(setup):
 def test_cache_of_another_dimension_is_refused(tmp_path):
     catalog = Catalog(str(tmp_path / "data"))
     spec = TeacherSpec(max_length=64)
-    fp, max_len = describe(spec)
-    bogus = EmbeddingCache(catalog, spec.cache_name(fp, max_len), dim=8, config={})
+    bogus = EmbeddingCache(catalog, resolve_teacher(spec).cache_name, dim=8, config={})
 
     def stage(writer):
         writer.write_table(embeddings_table(["k"], np.zeros((1, 8), np.float32)))

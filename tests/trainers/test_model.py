@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from miners.teacher import DEFAULT_TEACHER, resolve_teacher_path
+from storage import PACKAGED_MINILM, resolve_packaged
 from trainers import EmbeddingModel, LoraSettings, PoolingConfig
 from trainers.tiny import build_tiny_decoder
 
-MINILM = resolve_teacher_path(DEFAULT_TEACHER)
+MINILM = resolve_packaged(PACKAGED_MINILM)
 TEXTS = ["The cat sat on the mat.", "Quantum chromodynamics describes the strong force.", "Paris"]
 
 

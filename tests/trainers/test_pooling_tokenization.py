@@ -3,7 +3,7 @@ import torch
 from tokenizers import Tokenizer, models
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from miners.teacher import DEFAULT_TEACHER, resolve_teacher_path
+from storage import PACKAGED_MINILM, resolve_packaged
 from trainers.pooling import Pooler, PoolingConfig, last_token, masked_mean, weighted_mean
 from trainers.tokenization import batch_encode, encode_pair, special_layout
 
@@ -55,7 +55,7 @@ def test_instruction_boundary_is_exact_when_merges_cross_it():
 
 
 def test_bert_layout_masks_cls_and_instruction_and_truncates_text_only():
-    tok = AutoTokenizer.from_pretrained(resolve_teacher_path(DEFAULT_TEACHER))
+    tok = AutoTokenizer.from_pretrained(resolve_packaged(PACKAGED_MINILM))
     layout = special_layout(tok, add_eos=False)
     assert layout.prefix == (tok.cls_token_id,) and layout.suffix == (tok.sep_token_id,)
     ids, mask = encode_pair(tok, layout, "classify the topic:", "a long text " * 20, max_length=16)

@@ -1,0 +1,184 @@
+"""Mining, stage 1: candidate pools, teacher embeddings, and the FAISS top-k of every query.
+
+Retrieval tasks search the corpus their examples point into (the version the examples were
+built from); classification and clustering tasks search their own examples, so a negative
+is always another example, of another class. Texts the embedding cache lacks are encoded
+on a Ray actor pool (``pipelines.embed_stage``); the search runs in the driver, task by
+task, with one index per pool.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from miners.cache import EmbeddingCache, EmbedStats
+from miners.index import Searcher
+from miners.report import TaskInfo
+from miners.select import normalized_query_key
+from miners.teacher import ResolvedTeacher, resolve_teacher, text_key
+from pipelines.embed_stage import embed_missing
+from pipelines.examples import choose_tasks, examples_corpus, task_types
+from pipelines.mine_config import CORPUS_POOL, MineConfig, TaskPlan, plan_task
+from pipelines.ray_runtime import ensure_ray
+from pipelines.task_types import MINABLE_TYPES
+from storage import Catalog, InputError, InputRef
+
+log = logging.getLogger("quarry")
+
+# One row per query that has a positive in its pool: what selection needs to know of it.
+QUERY_SCHEMA = pa.schema([
+    ("task", pa.string()), ("task_type", pa.string()), ("example_id", pa.string()), ("query", pa.string()),
+    ("label", pa.string()), ("positive_positions", pa.list_(pa.int64())),
+    ("positive_scores", pa.list_(pa.float32())), ("self_position", pa.int64()),
+    ("cand_positions", pa.list_(pa.int64())), ("cand_scores", pa.list_(pa.float32())),
+    ("cross_positions", pa.list_(pa.int64())),
+])
+POSITIVE_NOT_IN_POOL = "positive_not_in_pool"
+
+
+@dataclass
+class Pool:
+    """Candidates of one search: corpus documents, or a class task's own examples."""
+
+    name: str
+    table: pa.Table  # id, text, hash, label
+    vectors: np.ndarray | None = None
+
+    @functools.cached_property
+    def position(self) -> dict[str, int]:
+        return {x: i for i, x in enumerate(self.table.column("id").to_pylist())}
+
+
+@dataclass
+class SearchResult:
+    """Everything selection and the writers need, after embedding and search."""
+
+    plans: dict[str, TaskPlan]
+    pools: dict[str, Pool]
+    queries: pa.Table  # QUERY_SCHEMA, tasks in plan order
+    tasks: dict[str, TaskInfo]
+    inputs: list[InputRef]  # examples, corpus, embedding cache versions
+    teacher: ResolvedTeacher
+    embed_stats: EmbedStats
+    cache_name: str
+
+
+def query_string(cfg: MineConfig, instruction: str | None, query: str) -> str:
+    """What the teacher encodes for a query: prompt, optional task instruction, text."""
+    return cfg.query_prompt + ((instruction or "") if cfg.task_instructions else "") + query
+
+
+def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
+    """Load examples and pools, embed what the cache lacks (Ray actor pool), search (FAISS)."""
+    ex_m = catalog.manifest("examples", cfg.examples, cfg.examples_version)
+    examples = catalog.read_table("examples", cfg.examples, ex_m.version,
+                                  columns=["task", "task_type", "example_id", "instruction", "query", "query_hash",
+                                           "positive_ids", "label"])
+    chosen = choose_tasks(task_types(examples), cfg.tasks, MINABLE_TYPES, f"examples/{cfg.examples}",
+                          "hard negatives are mined for")
+    plans = {task: plan_task(cfg, task, task_type) for task, task_type in chosen.items()}
+    inputs = [ex_m.input_ref()]
+    pools: dict[str, Pool] = {}
+    task_rows: dict[str, pa.Table] = {}
+    for plan in plans.values():
+        rows = examples.filter(pc.equal(examples.column("task"), plan.task))
+        task_rows[plan.task] = rows
+        if plan.pool == CORPUS_POOL and CORPUS_POOL not in pools:
+            corpus_m = examples_corpus(catalog, ex_m)
+            pools[CORPUS_POOL] = _corpus_pool(catalog, corpus_m)
+            inputs.append(corpus_m.input_ref())
+        elif plan.pool != CORPUS_POOL:
+            pools[plan.pool] = Pool(plan.pool, pa.table({"id": rows.column("example_id"), "text": rows.column("query"),
+                                                         "hash": rows.column("query_hash"),
+                                                         "label": rows.column("label")}))
+
+    # Embed everything not cached: pool texts as documents, queries with their prompt.
+    texts: dict[str, str] = {}
+    for pool in pools.values():
+        for t in pool.table.column("text").to_pylist():
+            texts[text_key(t)] = t
+    query_strings = {task: [query_string(cfg, ins, q) for ins, q in zip(rows.column("instruction").to_pylist(),
+                                                                        rows.column("query").to_pylist())]
+                     for task, rows in task_rows.items()}
+    for strings in query_strings.values():
+        for q in strings:
+            texts[text_key(q)] = q
+    teacher = resolve_teacher(cfg.teacher)
+    ensure_ray()
+    cache = EmbeddingCache(catalog, teacher.cache_name, dim=None, config=teacher.provenance())
+    embed_stats = embed_missing(texts, cache, teacher, cfg.batch_size, cfg.encoders, cfg.max_batch_tokens)
+    key_list = list(texts)
+    vectors = cache.load(key_list)
+    row_of = {k: i for i, k in enumerate(key_list)}
+    for pool in pools.values():
+        pool.vectors = vectors[[row_of[text_key(t)] for t in pool.table.column("text").to_pylist()]]
+    inputs.append(cache.input_ref())
+
+    # Search task by task; each pool's index is built once and shared.
+    searchers: dict[str, Searcher] = {}
+    query_tables, tasks = [], {}
+    for plan in plans.values():
+        pool = pools[plan.pool]
+        if pool.name not in searchers:
+            searchers[pool.name] = Searcher(pool.vectors, cfg.index)
+        depth = min(cfg.depth, len(pool.position))
+        if depth < cfg.depth:
+            log.info("mine: %s: depth %d capped at the pool size %d", plan.task, cfg.depth, depth)
+        q_vectors = vectors[[row_of[text_key(q)] for q in query_strings[plan.task]]]
+        table, skipped = _task_queries(plan, task_rows[plan.task], pool, q_vectors, searchers[pool.name], depth)
+        query_tables.append(table)
+        tasks[plan.task] = TaskInfo(task_type=plan.task_type, strategy=plan.selection.strategy, depth=depth,
+                                    queries=task_rows[plan.task].num_rows, skipped=skipped)
+    return SearchResult(plans=plans, pools=pools, queries=pa.concat_tables(query_tables), tasks=tasks, inputs=inputs,
+                        teacher=teacher, embed_stats=embed_stats, cache_name=cache.name)
+
+
+def _corpus_pool(catalog: Catalog, corpus_m) -> Pool:
+    corpus = catalog.read_table("corpus", corpus_m.name, corpus_m.version, columns=["doc_id", "text", "content_hash"])
+    if corpus.num_rows == 0:
+        raise InputError(f"corpus/{corpus_m.name} {corpus_m.version} is empty: nothing to mine from")
+    return Pool(CORPUS_POOL, pa.table({"id": corpus.column("doc_id"), "text": corpus.column("text"),
+                                       "hash": corpus.column("content_hash"),
+                                       "label": pa.nulls(corpus.num_rows, pa.string())}))
+
+
+def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndarray, searcher: Searcher,
+                  depth: int) -> tuple[pa.Table, dict[str, int]]:
+    """Search one task's queries and gather the facts selection needs, one row per query.
+
+    Returns the rows and the queries left out, by reason.
+    """
+    scores, cands = searcher.search(q_vectors, depth)
+    ids = rows.column("example_id").to_pylist()
+    queries = rows.column("query").to_pylist()
+    labels = rows.column("label").to_pylist()
+    positives = rows.column("positive_ids").to_pylist()
+    positions = [[pool.position[p] for p in pids if p in pool.position] for pids in positives]
+    # Queries with the same (normalised) text: each one's positives are false negatives for the others.
+    same_text: dict[str, set[int]] = defaultdict(set)
+    keys = [normalized_query_key(q) for q in queries]
+    for key, pos in zip(keys, positions):
+        same_text[key].update(pos)
+    out: dict[str, list] = {f.name: [] for f in QUERY_SCHEMA}
+    skipped: dict[str, int] = defaultdict(int)
+    for i, example_id in enumerate(ids):
+        if not positions[i]:
+            skipped[POSITIVE_NOT_IN_POOL] += 1
+            continue
+        pos_scores = (pool.vectors[positions[i]] @ q_vectors[i]).astype(np.float32)
+        values = (plan.task, plan.task_type, example_id, queries[i], labels[i], positions[i], pos_scores.tolist(),
+                  pool.position.get(example_id) if plan.filters_same_class else None, cands[i].tolist(),
+                  scores[i].tolist(), sorted(same_text[keys[i]] - set(positions[i])))
+        for name, value in zip(QUERY_SCHEMA.names, values):
+            out[name].append(value)
+    if skipped.get(POSITIVE_NOT_IN_POOL, 0) == len(ids):  # .get: a defaultdict lookup would add a 0
+        raise InputError(f"task {plan.task}: none of its {len(ids)} queries has a positive in the candidate pool "
+                         f"({pool.name}); rebuild the tasks against this corpus")
+    return pa.Table.from_pydict(out, schema=QUERY_SCHEMA), dict(skipped)

@@ -1,0 +1,65 @@
+"""TrainConfig: every value checked against its field's type; errors name the file and field."""
+
+import glob
+import os
+
+import pytest
+
+from pipelines.train import load_train_config
+from storage import InputError
+from trainers.config import LoraSettings, PoolingConfig, TrainConfig
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "train")
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIGS, "*.yaml"))))
+def test_every_shipped_config_loads(path):
+    cfg = load_train_config(path)
+    assert isinstance(cfg.pooling, PoolingConfig) and isinstance(cfg.lora, LoraSettings)
+
+
+def test_nested_sections_and_shorthands():
+    cfg = TrainConfig.from_dict({"pooling": "mean", "lora": None, "lr": "1e-4", "grad_clip": None})
+    assert cfg.pooling == PoolingConfig(mode="mean") and cfg.lora is None
+    assert cfg.lr == 1e-4  # PyYAML reads 1e-4 (no dot) as text; it is still a number
+    cfg = TrainConfig.from_dict({"pooling": {"num_latents": 16, "num_heads": 4}, "lora": {"r": 4, "targets": ["q"]}})
+    assert cfg.pooling.num_latents == 16 and cfg.pooling.mode == "latent_attention"
+    assert cfg.lora == LoraSettings(r=4, alpha=32, dropout=0.1, targets=["q"])
+    assert cfg.total_steps(100) == 100 and TrainConfig(max_steps=7).total_steps(100) == 7
+    assert TrainConfig(epochs=3).total_steps(10) == 30
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"lr": "x"}, "c.yaml: lr: expected a number, got 'x'"),
+    ({"use_gpu": "false"}, "c.yaml: use_gpu: expected true or false, got 'false'"),
+    ({"num_workers": 2.5}, "c.yaml: num_workers: expected an integer, got 2.5"),
+    ({"num_workers": True}, "c.yaml: num_workers: expected an integer, got True"),
+    ({"bf16": "yes"}, "c.yaml: bf16: expected true or false or null, got 'yes'"),
+    ({"lora": {"r": "big"}}, "c.yaml: lora.r: expected an integer, got 'big'"),
+    ({"lora": {"rank": 4}}, "c.yaml: lora.rank: unknown field"),
+    ({"lora": {"targets": "q_proj"}}, "c.yaml: lora.targets: expected a list of strings or null, got 'q_proj'"),
+    ({"pooling": {"mode": "max"}}, "c.yaml: unknown pooling 'max'"),
+    ({"pooling": 3}, "c.yaml: pooling: expected a mapping of settings, got 3"),
+    ({"num_latents": 64}, "c.yaml: num_latents: unknown field"),
+    ({"run_name": None}, "c.yaml: run_name: must be set, got null"),
+    ({"lr": -1}, "c.yaml: lr must be positive, got -1.0"),
+    ({"global_batch": 15}, "c.yaml: global_batch 15 must be a positive multiple of num_workers 2"),
+    ({"attn_implementation": "flash"}, "c.yaml: attn_implementation must be one of eager, sdpa, flash_attention_2"),
+])
+def test_bad_values_are_one_line_errors(raw, message):
+    with pytest.raises(InputError) as info:
+        TrainConfig.from_dict(raw, where="c.yaml")
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_config_files_that_are_not_text_or_not_a_mapping(tmp_path):
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("run_name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin1.yaml: not UTF-8 text \(at byte offset 13\)"):
+        load_train_config(str(latin1))
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(InputError, match="expected a mapping of training settings"):
+        load_train_config(str(listing))
+    with pytest.raises(InputError, match="no such training config"):
+        load_train_config(str(tmp_path))
