@@ -42,6 +42,7 @@ from storage.render import QUERY_FORMATS, format_datasets, format_manifest
 log = logging.getLogger("quarry")
 
 TABLE_ROWS = 40  # rows `quarry query` shows in a terminal table
+QUARRY_PACKAGES = ("storage", "miners", "trainers", "pipelines")
 
 
 def default(cls: type, name: str) -> Any:
@@ -318,7 +319,10 @@ def root_cause(exc: BaseException) -> BaseException:
     seen = set()
     while id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, QuarryError):
+        # Ray wraps an error raised in a task in a class deriving from both RayTaskError and
+        # the error's own class ("RayTaskError(InputError)", module ray.exceptions), whose
+        # message is Ray's header: only Quarry's own classes carry the one-line message.
+        if isinstance(exc, QuarryError) and type(exc).__module__.split(".")[0] in QUARRY_PACKAGES:
             return exc
         inner = getattr(exc, "cause", None) or exc.__cause__
         if not isinstance(inner, BaseException):

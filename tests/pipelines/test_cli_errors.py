@@ -109,3 +109,16 @@ def test_argparse_defaults_are_the_config_defaults():
         ExportConfig.global_batch, ExportConfig.workers, ExportConfig.num_negatives, ExportConfig.seed,
         ExportConfig.training_stage)
     assert mine.class_selection == SelectionConfig(strategy="topk")
+
+
+def test_an_input_error_wrapped_by_ray_is_shown_as_itself():
+    """Ray raises "RayTaskError(InputError)", an InputError whose message is Ray's header."""
+    from ray.exceptions import RayTaskError
+
+    from storage import InputError
+
+    error = InputError("f.jsonl:2: field 't' must be a string, got int")
+    wrapped = RayTaskError("ray::MapBatches(parse_jsonl_batch)", "Traceback ...", error).as_instanceof_cause()
+    assert isinstance(wrapped, InputError) and not str(wrapped).startswith(str(error))  # Ray's header instead
+    assert cli.root_cause(wrapped) is error
+    assert cli.root_cause(RuntimeError("outer")).args == ("outer",)
