@@ -97,9 +97,11 @@ def build_report(tasks: dict[str, TaskInfo], queries: pa.Table, negatives: pa.Ta
     """``queries``: one row per mined query (task, example_id); ``negatives``: example_id;
     ``rejections``: task, reason; ``scores``: ``task_scores`` of the same rows."""
     neg_count = Counter(negatives.column("example_id").to_pylist())
+    # Counted by Arrow: task_scores already walked these rows once in Python.
     rejected = defaultdict(Counter)
-    for task, reason in zip(rejections.column("task").to_pylist(), rejections.column("reason").to_pylist()):
-        rejected[task][reason] += 1
+    counts = rejections.select(["task", "reason"]).group_by(["task", "reason"]).aggregate([([], "count_all")])
+    for task, reason, n in zip(*(counts.column(c).to_pylist() for c in ("task", "reason", "count_all"))):
+        rejected[task][reason] = n
     mined = defaultdict(list)
     for task, example_id in zip(queries.column("task").to_pylist(), queries.column("example_id").to_pylist()):
         mined[task].append(example_id)

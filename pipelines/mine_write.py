@@ -65,7 +65,9 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
 
     split, columns = ray.remote(split_selected), ray.remote(_columns)
     parts = {kind: [split.remote(b, kind) for b in blocks] for kind in (NEGATIVE, REJECTED, QUERY)}
-    report_parts = {kind: pa.concat_tables(ray.get([columns.remote(p, REPORT_COLUMNS[kind]) for p in refs]))
+    # Query rows come out of the split in the report's columns already; the others are cut down.
+    report_parts = {kind: pa.concat_tables(ray.get(refs if kind == QUERY else
+                                                   [columns.remote(p, REPORT_COLUMNS[kind]) for p in refs]))
                     for kind, refs in parts.items()}
     scores = task_scores(report_parts[QUERY], report_parts[NEGATIVE], report_parts[REJECTED])
     report = build_report(searched.tasks, report_parts[QUERY], report_parts[NEGATIVE], report_parts[REJECTED], scores,
