@@ -35,6 +35,8 @@ FULL_HASH_BYTES = 2 << 30
 SAMPLE_BLOCKS = 1024
 SAMPLE_BYTES = 64 << 10
 _CHUNK = 8 << 20
+# Files Quarry writes beside a model it evaluated or reported on: never part of what it is.
+NOT_MODEL_FILES = {"eval.json", "report.md"}
 # Hub files that never decide a sentence-transformers torch model's vectors.
 _HUB_IGNORE = ["*.md", "onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*.ot", "tf_model*", "flax_model*",
                "rust_model*", "coreml/*"]
@@ -64,14 +66,15 @@ def resolve_model_dir(name: str, revision: str | None = None) -> tuple[str, str 
 def fingerprint(path: str, commit: str | None = None) -> str:
     """What the model in ``path`` is: every file's name, size and content digest.
 
-    Documentation (``*.md``) and dot files are left out: they never change a vector. Large
+    Documentation (``*.md``), dot files and Quarry's own reports (``eval.json``) are left
+    out: they never change a vector. Large
     files are sampled (:func:`file_digest`).
     """
     digest = hashlib.sha256(f"commit:{commit or ''}\x00".encode())
     for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith(".") or name.endswith(".md"):
+            if name.startswith(".") or name.endswith(".md") or name in NOT_MODEL_FILES:
                 continue
             full = os.path.join(dirpath, name)
             size = os.path.getsize(full)
@@ -150,6 +153,14 @@ class ResolvedTeacher:
         return {"teacher": self.spec.as_dict(), "fingerprint": self.fingerprint, "max_length": self.max_length,
                 "commit": self.commit}
 
+    def key(self, instruction: str, text: str) -> str:
+        """Cache key of one input: a sentence-transformers model sees the instruction as a
+        prefix of the string (``prompt=``), so the key is the joined string's, as in mining."""
+        return text_key(instruction + text)
+
+    def load(self, device: str | None = None, num_threads: int | None = None) -> "Teacher":
+        return Teacher(self, device=device, num_threads=num_threads)
+
 
 def resolve_teacher(spec: TeacherSpec) -> ResolvedTeacher:
     """Find the teacher's folder and fingerprint it; read its max length without loading
@@ -224,6 +235,11 @@ class Teacher:
         for rows in plan_batches(self.token_lengths(texts), batch_size, max_batch_tokens):
             out[rows] = self._forward([texts[i] for i in rows], len(rows))
         return out
+
+    def encode_pairs(self, instructions: list[str], texts: list[str], batch_size: int = 64,
+                     max_batch_tokens: int | None = None) -> np.ndarray:
+        """(instruction, text) inputs: the instruction is a prefix of the string, as ``prompt=``."""
+        return self.encode([i + t for i, t in zip(instructions, texts)], batch_size, max_batch_tokens)
 
     def token_lengths(self, texts: list[str]) -> list[int]:
         """Tokens of each text as the model will see it: special tokens in, truncated."""

@@ -8,6 +8,7 @@ stage, and prints the result's summary; every default comes from the config clas
     quarry export --stage 1            # training shards
     quarry train --config FILE         # contrastive training on Ray Train
     quarry encode --model DIR ...      # embeddings of a file of texts
+    quarry eval --model M [--model M2] # mteb scores on an examples split
     quarry datasets | show | query     # the catalog, a manifest, read-only SQL
 
 Errors Quarry raises on purpose print one line and exit with 2; anything else prints one
@@ -31,6 +32,7 @@ from miners.index import INDEX_TYPES, IndexConfig
 from miners.select import DEFAULT_MARGIN, SAMPLING, STRATEGIES, SelectionConfig
 from miners.teacher import TeacherSpec
 from pipelines.encode import EncodeConfig
+from pipelines.evaluate import EvalConfig
 from pipelines.export import ExportConfig
 from pipelines.main_job import DEFAULT_TASK_SPEC, MainJobConfig
 from pipelines.mine_config import CLASS_STRATEGY, MineConfig
@@ -42,7 +44,7 @@ from storage.render import QUERY_FORMATS, format_datasets, format_manifest
 log = logging.getLogger("quarry")
 
 TABLE_ROWS = 40  # rows `quarry query` shows in a terminal table
-QUARRY_PACKAGES = ("storage", "miners", "trainers", "pipelines")
+QUARRY_PACKAGES = ("storage", "miners", "trainers", "evaluation", "pipelines")
 
 
 def default(cls: type, name: str) -> Any:
@@ -137,6 +139,16 @@ def cmd_encode(args, catalog: Catalog) -> None:
     cfg = EncodeConfig(model=args.model, input=args.input, out=args.out, text_column=args.text_column,
                        instruction=args.instruction, batch_size=args.batch_size)
     print(f"wrote {encode_file(cfg)} embeddings to {cfg.out}")
+
+
+def cmd_eval(args, catalog: Catalog) -> None:
+    from pipelines.evaluate import evaluate
+
+    cfg = EvalConfig(models=[*(args.models or []), *(args.compare or [])], examples=args.examples,
+                     examples_version=args.examples_version, split=args.split, tasks=list(_comma_list(args.tasks)),
+                     batch_size=args.batch_size, max_length=args.max_length, query_prompt=args.query_prompt,
+                     encoders=args.encoders, max_batch_tokens=args.max_batch_tokens, write=not args.no_write)
+    print(evaluate(cfg, catalog).summary())
 
 
 def cmd_datasets(args, catalog: Catalog) -> None:
@@ -262,6 +274,28 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--instruction", help="instruction prefix for every text (queries)")
     en.add_argument("--batch-size", type=int, default=default(EncodeConfig, "batch_size"))
     en.set_defaults(handler=cmd_encode)
+
+    ev = sub.add_parser("eval", help="score models on an examples split with mteb's evaluators")
+    ev.add_argument("--model", action="append", dest="models", metavar="MODEL",
+                    help="a saved Quarry model (folder, or run name under <root>/models), a sentence-transformers "
+                         "folder or hub id, or packaged:all-MiniLM-L6-v2; repeat to compare")
+    ev.add_argument("--compare", nargs="+", metavar="MODEL", help="models to score side by side (same as "
+                    "repeating --model)")
+    ev.add_argument("--examples", default=default(EvalConfig, "examples"), help="examples dataset (default %(default)s)")
+    ev.add_argument("--examples-version", help="examples version (default: the latest)")
+    ev.add_argument("--split", default=default(EvalConfig, "split"), help="split to score (default %(default)s)")
+    ev.add_argument("--tasks", default="all", help="comma-separated task names, or all (default: every retrieval, "
+                    "classification, clustering and STS task)")
+    ev.add_argument("--batch-size", type=int, default=default(EvalConfig, "batch_size"),
+                    help="texts per forward pass at most (default %(default)s)")
+    ev.add_argument("--max-batch-tokens", type=int, help="padded tokens per forward pass (default: the device's)")
+    ev.add_argument("--max-length", type=int, help="tokens per text (default: each model's own)")
+    ev.add_argument("--query-prompt", default=default(EvalConfig, "query_prompt"),
+                    help="sentence-transformers models: prefix of query-side texts (default: none, as the teacher "
+                         "mined)")
+    ev.add_argument("--encoders", type=int, help="encoder actors (default: one per GPU, else one)")
+    ev.add_argument("--no-write", action="store_true", help="print only: no eval.json, no evals dataset version")
+    ev.set_defaults(handler=cmd_eval)
     return p
 
 
@@ -343,6 +377,25 @@ def write_traceback(command: str, exc: BaseException, argv: Sequence[str]) -> st
     return path
 
 
+def quiet_libraries() -> None:
+    """The terminal is for a person: stage headers, progress bars and summaries. Library
+    chatter (load reports, weight-loading bars, FutureWarnings, mteb's per-step log, the
+    Ray workers' own output such as the PlacementGroupCleaner's "State API may be
+    temporarily unavailable") is left out; ``-v`` brings it all back. Environment variables
+    reach the processes of a local Ray, which inherit the driver's environment."""
+    import warnings
+
+    os.environ.setdefault("QUARRY_RAY_LOG_TO_DRIVER", "0")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars (Ray Data keeps its own)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning,ignore::UserWarning")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    for noisy in ("mteb", "datasets", "sentence_transformers", "transformers", "torch.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -355,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # Ray Data logs every failed task's traceback; the one-line error below says it all.
         os.environ.setdefault("QUARRY_QUIET_RAY_DATA", "1")
+        quiet_libraries()
     command = args.command + (f" {args.what}" if args.command == "build" else "")
     try:
         args.handler(args, Catalog(args.root))

@@ -1,4 +1,5 @@
-"""Embedding with the teacher on a Ray Data actor pool, filling the embedding cache.
+"""Embedding on a Ray Data actor pool, filling an embedding cache: the teacher's when
+mining, a model's own when it is evaluated.
 
 Only texts whose key is not cached are sent. They go in sorted by length, longest first,
 so each batch pads to similar lengths (sentence-transformers does the same inside one
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import Mapping, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from miners.cache import EmbeddingCache, EmbedStats, embeddings_table
-from miners.teacher import ResolvedTeacher, Teacher
 from pipelines.ray_io import block_sizes, write_blocks_ordered
 
 log = logging.getLogger("quarry")
@@ -29,24 +31,36 @@ CPU_BATCH_TOKENS = 2048
 GPU_BATCH_TOKENS = 32768
 
 
-class TeacherEncoder:
-    """Ray Data callable class: (key, text) batches -> (key, embedding) batches."""
+class EncoderRef(Protocol):
+    """A model resolved in the driver that every actor loads alike: the teacher
+    (``ResolvedTeacher``) or a model under evaluation (``evaluation.models``)."""
 
-    def __init__(self, teacher: ResolvedTeacher, device: str | None, num_threads: int | None, batch_size: int,
+    def load(self, device: str | None, num_threads: int | None) -> "PairEncoder": ...
+
+
+class PairEncoder(Protocol):
+    def encode_pairs(self, instructions: list[str], texts: list[str], batch_size: int,
+                     max_batch_tokens: int | None) -> np.ndarray: ...
+
+
+class EncoderActor:
+    """Ray Data callable class: (key, instruction, text) batches -> (key, embedding) batches."""
+
+    def __init__(self, ref: EncoderRef, device: str | None, num_threads: int | None, batch_size: int,
                  max_batch_tokens: int | None = None):
-        self.teacher = Teacher(teacher, device=device, num_threads=num_threads)
+        self.encoder = ref.load(device, num_threads)
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        vectors = self.teacher.encode(batch.column("text").to_pylist(), batch_size=self.batch_size,
-                                      max_batch_tokens=self.max_batch_tokens)
+        vectors = self.encoder.encode_pairs(batch.column("instruction").to_pylist(), batch.column("text").to_pylist(),
+                                            self.batch_size, self.max_batch_tokens)
         return embeddings_table(batch.column("key").to_pylist(), vectors)
 
 
 @dataclass(frozen=True)
 class EncoderShape:
-    """The teacher actor pool for this cluster."""
+    """The encoder actor pool for this cluster."""
 
     actors: int
     num_gpus: int  # per actor
@@ -74,9 +88,12 @@ def encoder_shape() -> EncoderShape:
                         max_batch_tokens=CPU_BATCH_TOKENS)
 
 
-def embed_missing(texts: dict[str, str], cache: EmbeddingCache, teacher: ResolvedTeacher, batch_size: int,
-                  encoders: int | None = None, max_batch_tokens: int | None = None) -> EmbedStats:
-    """Embed the (key -> text) entries the cache lacks; commit them as a new cache version.
+def embed_missing(texts: Mapping[str, str | tuple[str, str]], cache: EmbeddingCache, model: EncoderRef,
+                  batch_size: int, encoders: int | None = None, max_batch_tokens: int | None = None) -> EmbedStats:
+    """Embed the entries the cache lacks; commit them as a new cache version.
+
+    ``texts``: key -> text, or key -> (instruction, text) for inputs with an instruction the
+    model attends to apart from the text. ``model``: the teacher, or a model under evaluation.
 
     ``max_batch_tokens``: padded tokens per forward pass; None picks the device's default,
     0 turns the budget off (every pass holds ``batch_size`` texts).
@@ -85,13 +102,14 @@ def embed_missing(texts: dict[str, str], cache: EmbeddingCache, teacher: Resolve
     from ray.data import ActorPoolStrategy
 
     known = cache.known_keys()
-    missing = [(k, t) for k, t in texts.items() if k not in known]
+    missing = [(k, ("", t) if isinstance(t, str) else t) for k, t in texts.items() if k not in known]
     stats = EmbedStats(texts=len(texts), cached=len(texts) - len(missing), embedded=len(missing))
     log.info("embed: %d texts, %d cached, %d to embed", len(texts), stats.cached, len(missing))
     if not missing:
         return stats
-    missing.sort(key=lambda kt: (-len(kt[1]), kt[0]))
-    table = pa.table({"key": [k for k, _ in missing], "text": [t for _, t in missing]})
+    missing.sort(key=lambda kt: (-len(kt[1][0]) - len(kt[1][1]), kt[0]))
+    table = pa.table({"key": [k for k, _ in missing], "instruction": [it[0] for _, it in missing],
+                      "text": [it[1] for _, it in missing]})
     shape = encoder_shape()
     concurrency = encoders or shape.actors
     budget = (shape.max_batch_tokens if max_batch_tokens is None else max_batch_tokens) or None
@@ -101,8 +119,8 @@ def embed_missing(texts: dict[str, str], cache: EmbeddingCache, teacher: Resolve
     block_rows = max(batch_size, min(4096, -(-len(missing) // max(4, 2 * concurrency))))
     blocks = [table.slice(i, block_rows) for i in range(0, table.num_rows, block_rows)]
     ds = ray.data.from_arrow(blocks).map_batches(
-        TeacherEncoder,
-        fn_constructor_kwargs={"teacher": teacher, "device": shape.device, "num_threads": shape.threads,
+        EncoderActor,
+        fn_constructor_kwargs={"ref": model, "device": shape.device, "num_threads": shape.threads,
                                "batch_size": batch_size, "max_batch_tokens": budget},
         batch_size=batch_size * 8, batch_format="pyarrow", compute=ActorPoolStrategy(size=concurrency),
         num_cpus=shape.num_cpus, num_gpus=shape.num_gpus)

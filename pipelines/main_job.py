@@ -1,4 +1,4 @@
-"""``quarry run``: the main job on the embedded default, as five stages in a row.
+"""``quarry run``: the main job on the embedded default, as six stages in a row.
 
     quarry run [--limit N] [--spec configs/tasks/vital.yaml] [--train-config configs/train/cpu-minilm.yaml]
 
@@ -6,7 +6,9 @@
 2. instruction tasks from the spec (``build_tasks``);
 3. hard negatives for every minable task (``mine``), with ``MineConfig``'s defaults;
 4. stage-1 training shards cut for the training config's workers and global batch;
-5. contrastive training: resumed if an earlier run has a checkpoint, skipped if finished.
+5. contrastive training: resumed if an earlier run has a checkpoint, skipped if finished;
+6. ``quarry eval`` of the teacher and the trained model on the test split, a verdict, and
+   ``runs/<run>/report.md``.
 
 Every stage recognises unchanged inputs, so a second run costs little. Each stage's result
 is printed as it finishes; the benchmarks and later stages call ``run_main_job`` too.
@@ -19,8 +21,10 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+from pipelines.evaluate import EvalConfig, evaluate
 from pipelines.export import ExportConfig, export_shards
 from pipelines.mine import MineConfig, mine
+from pipelines.run_report import verdict, write_run_report
 from pipelines.sources import SourceConfig
 from pipelines.task_spec import load_task_set
 from pipelines.tasks import build_tasks
@@ -48,38 +52,59 @@ class MainJobConfig:
 
 
 def run_main_job(cfg: MainJobConfig, catalog: Catalog, show: Callable[[str], None] = print) -> None:
-    """Run the five stages; ``show`` receives each stage's result as text."""
+    """Run the six stages; ``show`` receives each stage's result as text."""
     spec = load_task_set(cfg.spec)
     train_cfg = load_train_config(cfg.train_config, {"shards": f"{spec.name}-stage1"})
     corpus = spec.corpus or spec.name
+    summaries: list[str] = []
 
-    log.info("quarry run: 1/5 corpus/%s from the embedded Wikipedia vital articles", corpus)
-    show(build_wiki(WikiBuildConfig(name=corpus, source=SourceConfig(limit=cfg.limit)), catalog).summary())
+    def stage_done(text: str) -> None:
+        summaries.append(text)
+        show(text)
 
-    log.info("quarry run: 2/5 instruction tasks from %s", os.path.relpath(cfg.spec))
-    show(build_tasks(spec, catalog).summary())
+    log.info("quarry run: 1/6 corpus/%s from the embedded Wikipedia vital articles", corpus)
+    stage_done(build_wiki(WikiBuildConfig(name=corpus, source=SourceConfig(limit=cfg.limit)), catalog).summary())
+
+    log.info("quarry run: 2/6 instruction tasks from %s", os.path.relpath(cfg.spec))
+    stage_done(build_tasks(spec, catalog).summary())
 
     mine_cfg = MineConfig(examples=spec.name)
     sel = mine_cfg.selection
-    log.info("quarry run: 3/5 hard negatives (teacher %s; %s, margin %s, %d per query)", mine_cfg.teacher.teacher,
+    log.info("quarry run: 3/6 hard negatives (teacher %s; %s, margin %s, %d per query)", mine_cfg.teacher.teacher,
              sel.strategy, sel.effective_margin, sel.num_negatives)
-    show(mine(mine_cfg, catalog).summary())
+    mined = mine(mine_cfg, catalog)
+    stage_done(mined.summary())
 
     # The shards are cut for the training run: its workers, and its global batch if it names one.
     export_cfg = ExportConfig(name=train_cfg.shards, examples=spec.name, training_stage=1,
                               workers=train_cfg.num_workers,
                               **({"global_batch": train_cfg.global_batch} if train_cfg.global_batch else {}))
-    log.info("quarry run: 4/5 stage-1 training shards, global batches of %d over %d workers",
+    log.info("quarry run: 4/6 stage-1 training shards, global batches of %d over %d workers",
              export_cfg.global_batch, export_cfg.workers)
-    show(export_shards(export_cfg, catalog).summary())
+    shards = export_shards(export_cfg, catalog)
+    stage_done(shards.summary())
 
     state = run_state(train_cfg, catalog)
+    model_dir = catalog.root.path("models", train_cfg.run_name)
     if state.finished:
-        show(f"train: run {train_cfg.run_name} already finished ({state.done} steps); model in "
-             f"{catalog.root.path('models', train_cfg.run_name)} (delete runs/{train_cfg.run_name} to train again)")
+        stage_done(f"train: run {train_cfg.run_name} already finished ({state.done} steps); model in {model_dir} "
+                   f"(delete runs/{train_cfg.run_name} to train again)")
     else:
         if state.done is None:
             discard_uncheckpointed_run(train_cfg, catalog)
-        log.info("quarry run: 5/5 contrastive training, %s", os.path.relpath(cfg.train_config))
-        show(train(train_cfg, catalog, resume=state.done is not None).summary())
+        log.info("quarry run: 5/6 contrastive training, %s", os.path.relpath(cfg.train_config))
+        stage_done(train(train_cfg, catalog, resume=state.done is not None).summary())
     print_query(catalog, EXAMPLE_COUNTS_SQL)
+
+    # 6: the teacher against the model it taught, on the test split: what the data was worth.
+    teacher = mine_cfg.teacher.teacher
+    log.info("quarry run: 6/6 evaluation on the test split: teacher %s vs %s", teacher, train_cfg.run_name)
+    result = evaluate(EvalConfig(models=[teacher, model_dir], examples=spec.name, split="test"), catalog)
+    show(result.summary())
+    trained_tasks = list(shards.stats)
+    judged = verdict(result, result.models[0], result.models[1], trained_tasks)
+    show(judged.text())
+    run_dir = catalog.root.path("runs", train_cfg.run_name)
+    report = write_run_report(catalog, run_dir, judged, result, (mined.negatives.name, mined.negatives.version),
+                              summaries)
+    show(f"report: {report}")

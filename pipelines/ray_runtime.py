@@ -40,9 +40,11 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         log.info("starting a local Ray (%d CPUs, temp %s)", cpus, temp_dir)
         # address="local" always starts a fresh instance: reusing a temp dir after `ray stop`
         # otherwise finds a stale cluster file and hangs.
+        # The workers' own output (QUARRY_RAY_LOG_TO_DRIVER=0 unless `quarry -v`) stays in
+        # the session's log files under the temp dir.
         ray.init(address="local", num_cpus=cpus, include_dashboard=False,
-                 _temp_dir=temp_dir, _node_ip_address="127.0.0.1", log_to_driver=True,
-                 configure_logging=False)
+                 _temp_dir=temp_dir, _node_ip_address="127.0.0.1",
+                 log_to_driver=os.environ.get("QUARRY_RAY_LOG_TO_DRIVER", "1") != "0", configure_logging=False)
     configure_data_context()
 
 

@@ -140,6 +140,21 @@ def check_shards(cfg: TrainConfig, shards: Manifest) -> None:
                          f"the config asks for {cfg.global_batch}: export again with --global-batch {cfg.global_batch}")
 
 
+def task_prompts(catalog: Catalog, shards: Manifest) -> dict[str, str]:
+    """The instructions of every task of the examples the shards came from, as
+    sentence-transformers prompt names the way mteb looks them up: ``<task>-query`` for a
+    retrieval task (its documents get none), ``<task>`` for the other types (every text)."""
+    ref = next((i for i in shards.inputs if i.kind == "examples"), None)
+    if ref is None:
+        return {}
+    table = catalog.read_table("examples", ref.name, ref.version, columns=["task", "task_type", "instruction"])
+    prompts: dict[str, str] = {}
+    for task, task_type, instruction in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+        if instruction:
+            prompts.setdefault(f"{task}-query" if task_type == "retrieval" else task, instruction)
+    return prompts
+
+
 def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: int | None = None) -> TrainResult:
     """Train (or resume) ``cfg.run_name``. ``stop_after``: end after that many steps, on the
     schedule of the full run, with a checkpoint; ``--resume`` continues from it."""
@@ -174,7 +189,7 @@ def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: 
                       shard_files=tuple(catalog.files("shards", cfg.shards, shards.version)), num_batches=num_batches,
                       total_steps=total, stop_after=stop_after, resume_from=checkpoint.path if checkpoint else None,
                       model_dir=model_dir, tensorboard_dir=posixpath.join(run_dir, "tb"),
-                      metrics_path=posixpath.join(run_dir, "metrics.jsonl"))
+                      metrics_path=posixpath.join(run_dir, "metrics.jsonl"), prompts=task_prompts(catalog, shards))
     log.info("train: %s on %d %s worker(s), %d steps over %d global batches of shards/%s %s%s",
              cfg.run_name, cfg.num_workers, "GPU" if cfg.use_gpu else "CPU", total, num_batches, cfg.shards,
              shards.version, f", resuming from step {_step_of(checkpoint)}" if checkpoint else "")

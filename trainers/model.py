@@ -17,6 +17,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -37,7 +38,7 @@ ADAPTER_DIR = "adapter"
 DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "mixtral"}
 DECODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ENCODER_LORA_TARGETS = ["query", "key", "value", "dense"]
-ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": "lasttoken"}
+ST_CONFIG_NAME = "config_sentence_transformers.json"
 
 
 @dataclass
@@ -48,6 +49,9 @@ class EmbeddingModelConfig:
     max_length: int = 512
     add_eos: bool = False  # decoders: append EOS (last-token pooling needs it)
     padding_side: str = "right"
+    # sentence-transformers prompt name -> instruction, keyed as mteb looks them up:
+    # "<task>-query" for a retrieval task's queries, "<task>" for every text of a class task.
+    prompts: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +97,10 @@ def _load_backbone(path: str, bidirectional: bool, attn_implementation: str, dty
               "revision": revision}
     if dtype is not None:
         kwargs["dtype"] = dtype
+    if os.path.isfile(os.path.join(path, CONFIG_NAME)) and _takes_pooling_layer(config):
+        # A model Quarry saved has no [CLS] pooler (removed below before it was saved): build
+        # none, rather than one whose weights transformers reports as missing.
+        kwargs["add_pooling_layer"] = False
     model = _loading(path, AutoModel.from_pretrained, path, **kwargs)
     if isinstance(getattr(model, "pooler", None), nn.Module):
         # BERT-style encoders carry a [CLS] pooler that Quarry never uses (it pools the last
@@ -100,6 +108,19 @@ def _load_backbone(path: str, bidirectional: bool, attn_implementation: str, dty
         # without gradients.
         model.pooler = None
     return model, is_decoder
+
+
+def _takes_pooling_layer(config) -> bool:
+    """Whether the AutoModel class for ``config`` has BERT's ``add_pooling_layer`` switch."""
+    import inspect
+
+    from transformers import MODEL_MAPPING
+
+    try:
+        model_class = MODEL_MAPPING[type(config)]
+    except KeyError:  # a trust_remote_code model: leave it as it is
+        return False
+    return "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
 
 
 def _loading(path: str, load, *args, **kwargs):
@@ -209,8 +230,8 @@ class EmbeddingModel(nn.Module):
 
     # -- saving ------------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str, merge_lora: bool = True) -> None:
-        """A folder ``from_pretrained`` loads back; sentence-transformers too, for mean,
-        weighted-mean and last-token pooling (latent attention is Quarry's own head)."""
+        """A folder ``from_pretrained`` loads back, and ``SentenceTransformer(out_dir)`` too
+        (every pooling mode; the same vectors as :meth:`encode`)."""
         os.makedirs(out_dir, exist_ok=True)
         backbone = self.backbone
         if hasattr(backbone, "peft_config"):
@@ -228,18 +249,19 @@ class EmbeddingModel(nn.Module):
         self._write_sentence_transformers_files(out_dir)
 
     def _write_sentence_transformers_files(self, out_dir: str) -> None:
-        mode = ST_POOLING.get(self.config.pooling.mode)
-        if mode is None:
-            return
-        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-                   {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
-        with open(os.path.join(out_dir, "modules.json"), "w") as f:
-            json.dump(modules, f, indent=2)
-        with open(os.path.join(out_dir, "sentence_bert_config.json"), "w") as f:
-            json.dump({"max_seq_length": self.config.max_length, "do_lower_case": False}, f)
-        os.makedirs(os.path.join(out_dir, "1_Pooling"), exist_ok=True)
-        os.makedirs(os.path.join(out_dir, "2_Normalize"), exist_ok=True)
-        with open(os.path.join(out_dir, "1_Pooling", "config.json"), "w") as f:
-            json.dump({"word_embedding_dimension": self.pooler_dim(), "pooling_mode": mode,
-                       "include_prompt": False}, f, indent=2)
+        """``SentenceTransformer(out_dir)`` loads this model through :class:`QuarryEncoder`
+        (trainers/st_module.py says why not ST's own Transformer + Pooling), with the
+        task instructions as its named prompts, keyed as mteb looks them up."""
+        from trainers.st_module import MODULE_TYPE
+
+        for stale in ("sentence_bert_config.json", "1_Pooling", "2_Normalize"):  # written by older Quarry
+            path = os.path.join(out_dir, stale)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+        with open(os.path.join(out_dir, "modules.json"), "w", encoding="utf-8") as f:
+            json.dump([{"idx": 0, "name": "0", "path": "", "type": MODULE_TYPE}], f, indent=2)
+        with open(os.path.join(out_dir, ST_CONFIG_NAME), "w", encoding="utf-8") as f:
+            json.dump({"model_type": "SentenceTransformer", "prompts": dict(self.config.prompts),
+                       "default_prompt_name": None, "similarity_fn_name": "cosine"}, f, indent=2)

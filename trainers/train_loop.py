@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow.compute as pc
@@ -46,6 +46,7 @@ class WorkerPlan:
     model_dir: str  # where the final model is saved
     tensorboard_dir: str
     metrics_path: str  # metrics.jsonl, one line per step (rank 0)
+    prompts: dict[str, str] = field(default_factory=dict)  # saved with the model (EmbeddingModelConfig.prompts)
 
 
 def _seed(*parts) -> int:
@@ -203,6 +204,7 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
                     with open(os.path.join(d, "metrics.json"), "w") as f:
                         json.dump(metrics, f)
                 if last and rank == 0:
+                    module.config.prompts = dict(plan.prompts)
                     module.save_pretrained(plan.model_dir)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
         else:

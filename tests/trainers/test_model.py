@@ -23,7 +23,7 @@ def _perturb_trainable(model):
                 p.add_(torch.randn_like(p) * 0.05)  # as if trained: LoRA B is zero at init
 
 
-def test_encoder_encode_is_normalised_and_loads_in_sentence_transformers(tmp_path):
+def test_encoder_encode_is_normalised_and_round_trips(tmp_path):
     model = EmbeddingModel.from_pretrained(MINILM, pooling="mean", max_length=64)
     out = model.encode(TEXTS, batch_size=2)
     assert out.shape == (3, 384) and out.dtype == np.float32
@@ -31,13 +31,6 @@ def test_encoder_encode_is_normalised_and_loads_in_sentence_transformers(tmp_pat
     model.save_pretrained(str(tmp_path))
     again = EmbeddingModel.from_pretrained(str(tmp_path))
     assert np.allclose(again.encode(TEXTS), out, atol=1e-5)
-    from sentence_transformers import SentenceTransformer
-
-    st = SentenceTransformer(str(tmp_path), device="cpu").encode(TEXTS, normalize_embeddings=True)
-    # Quarry leaves [CLS] out of the mean; sentence-transformers keeps it: close vectors, closest for
-    # long texts ("Paris" is one token, where [CLS] weighs a third of the mean).
-    cosine = (st * out).sum(1)
-    assert cosine[:2].min() > 0.99 and cosine[2] > 0.9
 
 
 def test_instruction_changes_the_embedding_but_is_not_pooled():

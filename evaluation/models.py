@@ -1,0 +1,148 @@
+"""What is evaluated: a saved Quarry model or a sentence-transformers model, resolved once
+in the driver to an exact folder and a content fingerprint, then loaded alike by every
+encoder actor.
+
+A Quarry model encodes (instruction, text) pairs with the instruction tokenized apart and
+never pooled, exactly as in training. A sentence-transformers model (the teacher among them)
+sees an instruction as a prefix of the string, as ``prompt=`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from miners.teacher import ResolvedTeacher, TeacherSpec, fingerprint, plan_batches, resolve_teacher, text_key
+from storage import InputError
+from storage.packaged import is_packaged
+from trainers.model import CONFIG_NAME
+
+QUARRY = "quarry"
+SENTENCE_TRANSFORMERS = "sentence-transformers"
+
+
+def is_quarry_model(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, CONFIG_NAME))
+
+
+@dataclass(frozen=True)
+class QuarryModelRef:
+    """A folder ``EmbeddingModel.save_pretrained`` wrote."""
+
+    name: str  # as the user gave it
+    path: str
+    fingerprint: str
+    max_length: int
+    kind: str = QUARRY
+
+    @property
+    def cache_name(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", os.path.basename(self.path.rstrip("/")) or "model").strip("-")
+        key = hashlib.sha256(json.dumps([QUARRY, self.fingerprint, self.max_length]).encode()).hexdigest()[:12]
+        return f"{slug[:60] or 'model'}-{key}"
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def provenance(self) -> dict:
+        return {"model": self.name, "kind": self.kind, "path": self.path, "fingerprint": self.fingerprint,
+                "max_length": self.max_length}
+
+    def key(self, instruction: str, text: str) -> str:
+        """Cache key of one input; the instruction stays apart from the text (NUL between)."""
+        return text_key(f"{instruction}\x00{text}") if instruction else text_key(text)
+
+    def load(self, device: str | None = None, num_threads: int | None = None) -> "QuarryPairEncoder":
+        return QuarryPairEncoder(self, device, num_threads)
+
+
+class QuarryPairEncoder:
+    """An ``EmbeddingModel`` that encodes (instruction, text) pairs in token-budget batches."""
+
+    def __init__(self, ref: QuarryModelRef, device: str | None, num_threads: int | None):
+        import torch
+
+        from trainers.model import EmbeddingModel
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = EmbeddingModel.from_pretrained(ref.path, max_length=ref.max_length).to(self.device).eval()
+        self.dim = self.model.pooler_dim()
+
+    def encode_pairs(self, instructions: list[str], texts: list[str], batch_size: int = 32,
+                     max_batch_tokens: int | None = None) -> np.ndarray:
+        import torch
+
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        lengths = [int(n) for n in self.model.tokenize(texts, instructions)["attention_mask"].sum(1)] \
+            if max_batch_tokens else [len(t) for t in texts]
+        budget = max_batch_tokens or 1 << 62
+        with torch.inference_mode():
+            for rows in plan_batches(lengths, batch_size, budget):
+                feats = self.model.tokenize([texts[i] for i in rows], [instructions[i] for i in rows])
+                out[rows] = self.model(**{k: v.to(self.device) for k, v in feats.items()}).float().cpu().numpy()
+        return out
+
+
+@dataclass(frozen=True)
+class SentenceTransformerRef:
+    """A sentence-transformers folder, hub id or packaged model: the teacher's loading path."""
+
+    name: str
+    resolved: ResolvedTeacher
+    kind: str = SENTENCE_TRANSFORMERS
+
+    @property
+    def fingerprint(self) -> str:
+        return self.resolved.fingerprint
+
+    @property
+    def max_length(self) -> int:
+        return self.resolved.max_length
+
+    @property
+    def cache_name(self) -> str:
+        # The teacher's own cache: what mining embedded is not embedded again.
+        return self.resolved.cache_name
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def provenance(self) -> dict:
+        return {"model": self.name, "kind": self.kind, **self.resolved.provenance()}
+
+    def key(self, instruction: str, text: str) -> str:
+        return self.resolved.key(instruction, text)
+
+    def load(self, device: str | None = None, num_threads: int | None = None):
+        return self.resolved.load(device, num_threads)
+
+
+ModelRef = QuarryModelRef | SentenceTransformerRef
+
+
+def resolve_model(name: str, models_dir: str | None = None, max_length: int | None = None) -> ModelRef:
+    """A saved Quarry model (a folder, or a run name under ``models_dir``), else a
+    sentence-transformers model (folder, hub id or ``packaged:``)."""
+    path = name
+    if not os.path.isdir(path) and models_dir and not is_packaged(name) and os.path.isdir(os.path.join(models_dir, name)):
+        path = os.path.join(models_dir, name)
+    if os.path.isdir(path) and is_quarry_model(path):
+        with open(os.path.join(path, CONFIG_NAME), encoding="utf-8") as f:
+            configured = int(json.load(f).get("max_length") or 512)
+        return QuarryModelRef(name=name, path=path, fingerprint=fingerprint(path), max_length=max_length or configured)
+    if os.path.isdir(path) and not (os.path.isfile(os.path.join(path, "modules.json"))
+                                    or os.path.isfile(os.path.join(path, "config.json"))):
+        raise InputError(f"--model {name}: {path} is neither a saved Quarry model ({CONFIG_NAME}) nor a "
+                         "sentence-transformers folder (modules.json or config.json)")
+    return SentenceTransformerRef(name=name, resolved=resolve_teacher(TeacherSpec(teacher=path, max_length=max_length)))

@@ -1,0 +1,162 @@
+"""The main job's verdict and its ``report.md``: what the data was worth.
+
+``verdict`` compares the trained model with its teacher on the main score of every task;
+``write_run_report`` writes ``<root>/runs/<run>/report.md`` with three PNGs beside it: the
+mining score distributions (copied from the negatives version), the training loss curve
+(from ``metrics.jsonl``) and the evaluation as a bar chart.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+
+from pipelines.evaluate import EvalResult, ModelEval
+from storage import Catalog
+
+
+@dataclass(frozen=True)
+class TaskVerdict:
+    task: str
+    task_type: str
+    metric: str
+    teacher: float
+    trained: float
+
+    @property
+    def delta(self) -> float:
+        return self.trained - self.teacher
+
+
+@dataclass(frozen=True)
+class Verdict:
+    teacher: str
+    trained: str
+    split: str
+    tasks: tuple[TaskVerdict, ...]
+    trained_tasks: tuple[str, ...]  # the tasks the model was trained on (its shards' tasks)
+
+    def beaten(self, tasks: tuple[TaskVerdict, ...]) -> int:
+        return sum(t.delta > 0 for t in tasks)
+
+    def text(self) -> str:
+        trained = tuple(t for t in self.tasks if t.task in self.trained_tasks) or self.tasks
+        mean = sum(t.delta for t in trained) / len(trained)
+        lines = [f"verdict ({self.split} split): the trained model {_beat(self.beaten(trained), len(trained))} "
+                 f"on the {len(trained)} task(s) it was trained on (mean main-score change {mean:+.4f}), and "
+                 f"{_beat(self.beaten(self.tasks), len(self.tasks))} over all {len(self.tasks)} task(s)."]
+        lines += [f"  {t.task}: {t.metric} {t.trained:.4f} vs teacher {t.teacher:.4f} ({t.delta:+.4f})"
+                  for t in self.tasks]
+        return "\n".join(lines)
+
+
+def _beat(won: int, of: int) -> str:
+    if won == of:
+        return "BEAT the teacher" + ("" if of == 1 else f" on all {of}")
+    if won == 0:
+        return "did NOT beat the teacher"
+    return f"beat the teacher on {won} of {of}"
+
+
+def verdict(result: EvalResult, teacher: ModelEval, trained: ModelEval, trained_tasks: list[str]) -> Verdict:
+    rows = []
+    for task, metric in result.main_scores():
+        a, b = teacher.value(task, metric), trained.value(task, metric)
+        if a is not None and b is not None:
+            task_type = next(s.task_type for s in teacher.scores if s.task == task)
+            rows.append(TaskVerdict(task, task_type, metric, a, b))
+    return Verdict(teacher.model, trained.model, result.split, tuple(rows), tuple(trained_tasks))
+
+
+def loss_curve_png(metrics_path: str) -> bytes | None:
+    if not os.path.isfile(metrics_path):
+        return None
+    steps: dict[int, float] = {}
+    with open(metrics_path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                steps[int(row["step"])] = float(row["loss"])  # a resumed run repeats steps: the last wins
+    if not steps:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    xs = sorted(steps)
+    ax.plot(xs, [steps[x] for x in xs], marker="o", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("contrastive loss")
+    ax.set_title("training loss")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def eval_bars_png(v: Verdict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    xs = range(len(v.tasks))
+    width = 0.38
+    ax.bar([x - width / 2 for x in xs], [t.teacher for t in v.tasks], width, label=f"teacher ({v.teacher})")
+    ax.bar([x + width / 2 for x in xs], [t.trained for t in v.tasks], width, label=f"trained ({v.trained})")
+    ax.set_xticks(list(xs), [f"{t.task}\n{t.metric}" for t in v.tasks], fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{v.split} split, main score per task")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_run_report(catalog: Catalog, run_dir: str, v: Verdict, result: EvalResult, negatives: tuple[str, str],
+                     summaries: list[str]) -> str:
+    """``report.md`` in the run folder, with its PNGs; returns its path."""
+    os.makedirs(run_dir, exist_ok=True)
+    images: dict[str, bytes | None] = {"eval.png": eval_bars_png(v),
+                                       "loss.png": loss_curve_png(os.path.join(run_dir, "metrics.jsonl"))}
+    neg_dir = catalog.root.path("negatives", negatives[0], negatives[1])
+    scores_png = os.path.join(neg_dir, "scores.png")
+    if os.path.isfile(scores_png):
+        with open(scores_png, "rb") as f:
+            images["mining-scores.png"] = f.read()
+    for name, data in images.items():
+        if data:
+            _write_atomic(os.path.join(run_dir, name), data)
+    lines = [f"# Quarry run report: {v.trained}", "", "## Verdict", "", "```", v.text(), "```", "",
+             "## Evaluation", "", f"examples/{result.examples} {result.examples_version}, {result.split} split; "
+             "metrics from mteb's evaluators.", "", "```", result.table(), "```", "", "![evaluation](eval.png)", ""]
+    if images.get("loss.png"):
+        lines += ["## Training", "", "![training loss](loss.png)", ""]
+    if "mining-scores.png" in images:
+        lines += ["## Mining", "", f"negatives/{negatives[0]} {negatives[1]}: teacher scores of positives, chosen "
+                  "negatives and rejected candidates.", "", "![mining scores](mining-scores.png)", ""]
+    lines += ["## Stages", "", "```", *summaries, "```", ""]
+    path = os.path.join(run_dir, "report.md")
+    _write_atomic(path, "\n".join(lines).encode("utf-8"))
+    return path
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+__all__ = ["Verdict", "TaskVerdict", "verdict", "write_run_report"]
