@@ -99,7 +99,8 @@ def run_main_job(cfg: MainJobConfig, catalog: Catalog, show: Callable[[str], Non
     # 6: the teacher against the model it taught, on the test split: what the data was worth.
     teacher = mine_cfg.teacher.teacher
     log.info("quarry run: 6/6 evaluation on the test split: teacher %s vs %s", teacher, train_cfg.run_name)
-    result = evaluate(EvalConfig(models=[teacher, model_dir], examples=spec.name, split="test"), catalog)
+    # The run name resolves to <root>/models/<run>, and names the model in the table.
+    result = evaluate(EvalConfig(models=[teacher, train_cfg.run_name], examples=spec.name, split="test"), catalog)
     show(result.summary())
     trained_tasks = list(shards.stats)
     judged = verdict(result, result.models[0], result.models[1], trained_tasks)
