@@ -20,14 +20,19 @@ import numpy as np
 from miners.teacher import ResolvedTeacher, TeacherSpec, fingerprint, plan_batches, resolve_teacher, text_key
 from storage import InputError
 from storage.packaged import is_packaged
-from trainers.model import CONFIG_NAME
 
 QUARRY = "quarry"
 SENTENCE_TRANSFORMERS = "sentence-transformers"
 
 
+def _config_name() -> str:
+    from trainers.model import CONFIG_NAME  # imported here: trainers.model imports torch
+
+    return CONFIG_NAME
+
+
 def is_quarry_model(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, CONFIG_NAME))
+    return os.path.isfile(os.path.join(path, _config_name()))
 
 
 @dataclass(frozen=True)
@@ -78,18 +83,19 @@ class QuarryPairEncoder:
 
     def encode_pairs(self, instructions: list[str], texts: list[str], batch_size: int = 32,
                      max_batch_tokens: int | None = None) -> np.ndarray:
+        """Each pair is tokenized once: its length plans the batches, its ids fill them."""
         import torch
 
+        from trainers.tokenization import encode_pair, pad_pairs
+
+        m = self.model
+        pairs = [encode_pair(m.tokenizer, m.layout, ins or "", text, m.config.max_length)
+                 for ins, text in zip(instructions, texts)]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        lengths = [int(n) for n in self.model.tokenize(texts, instructions)["attention_mask"].sum(1)] \
-            if max_batch_tokens else [len(t) for t in texts]
-        budget = max_batch_tokens or 1 << 62
         with torch.inference_mode():
-            for rows in plan_batches(lengths, batch_size, budget):
-                feats = self.model.tokenize([texts[i] for i in rows], [instructions[i] for i in rows])
-                out[rows] = self.model(**{k: v.to(self.device) for k, v in feats.items()}).float().cpu().numpy()
+            for rows in plan_batches([len(ids) for ids, _ in pairs], batch_size, max_batch_tokens or 1 << 62):
+                feats = pad_pairs(m.tokenizer, [pairs[i] for i in rows], m.config.padding_side)
+                out[rows] = m(**{k: v.to(self.device) for k, v in feats.items()}).float().cpu().numpy()
         return out
 
 
@@ -138,11 +144,11 @@ def resolve_model(name: str, models_dir: str | None = None, max_length: int | No
     if not os.path.isdir(path) and models_dir and not is_packaged(name) and os.path.isdir(os.path.join(models_dir, name)):
         path = os.path.join(models_dir, name)
     if os.path.isdir(path) and is_quarry_model(path):
-        with open(os.path.join(path, CONFIG_NAME), encoding="utf-8") as f:
+        with open(os.path.join(path, _config_name()), encoding="utf-8") as f:
             configured = int(json.load(f).get("max_length") or 512)
         return QuarryModelRef(name=name, path=path, fingerprint=fingerprint(path), max_length=max_length or configured)
     if os.path.isdir(path) and not (os.path.isfile(os.path.join(path, "modules.json"))
                                     or os.path.isfile(os.path.join(path, "config.json"))):
-        raise InputError(f"--model {name}: {path} is neither a saved Quarry model ({CONFIG_NAME}) nor a "
+        raise InputError(f"--model {name}: {path} is neither a saved Quarry model ({_config_name()}) nor a "
                          "sentence-transformers folder (modules.json or config.json)")
     return SentenceTransformerRef(name=name, resolved=resolve_teacher(TeacherSpec(teacher=path, max_length=max_length)))

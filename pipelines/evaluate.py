@@ -15,22 +15,18 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from evaluation.models import QUARRY, ModelRef, resolve_model
 from evaluation.mteb_tasks import EVALUABLE_TYPES, METRICS, TaskData, mteb_task
 from miners.cache import EmbeddingCache, EmbedStats
 from pipelines.examples import choose_tasks, examples_corpus, task_types
 from storage import Catalog, InputError, format_table
 from storage.seeding import stable_unit
 
-if TYPE_CHECKING:
-    from evaluation.models import ModelRef
-
 log = logging.getLogger("quarry")
 
-QUARRY = "quarry"  # evaluation.models.QUARRY, without importing torch here
 EVALS_KIND = "evals"
 EVAL_JSON = "eval.json"
 SPLITS = ("train", "dev", "test")
@@ -191,7 +187,7 @@ def _classification_pool(train: list[dict], task: str) -> list[dict]:
     return [r for label in sorted(by_label) for r in by_label[label]]
 
 
-def instructions_for(ref: "ModelRef", tasks: list[TaskData], query_prompt: str) -> dict[str, str]:
+def instructions_for(ref: ModelRef, tasks: list[TaskData], query_prompt: str) -> dict[str, str]:
     """What each task's query-side texts are prefixed with: a Quarry model gets its task
     instructions as in training; a sentence-transformers model is scored the way the teacher
     mined, bare or with ``--query-prompt``."""
@@ -200,7 +196,7 @@ def instructions_for(ref: "ModelRef", tasks: list[TaskData], query_prompt: str) 
     return {t.name: query_prompt for t in tasks}
 
 
-def evaluate_model(ref: "ModelRef", tasks: list[TaskData], cfg: EvalConfig, catalog: Catalog,
+def evaluate_model(ref: ModelRef, tasks: list[TaskData], cfg: EvalConfig, catalog: Catalog,
                    examples_version: str) -> ModelEval:
     import mteb
 
@@ -240,8 +236,6 @@ def _in_order(task_results, tasks: list[TaskData]):
 
 
 def evaluate(cfg: EvalConfig, catalog: Catalog) -> EvalResult:
-    from evaluation.models import resolve_model
-
     models_dir = catalog.root.path("models") if catalog.root.is_local else None
     refs = [resolve_model(m, models_dir, cfg.max_length) for m in cfg.models]
     tasks, version = load_task_data(cfg, catalog)

@@ -20,7 +20,6 @@ from storage import Catalog
 @dataclass(frozen=True)
 class TaskVerdict:
     task: str
-    task_type: str
     metric: str
     teacher: float
     trained: float
@@ -65,8 +64,7 @@ def verdict(result: EvalResult, teacher: ModelEval, trained: ModelEval, trained_
     for task, metric in result.main_scores():
         a, b = teacher.value(task, metric), trained.value(task, metric)
         if a is not None and b is not None:
-            task_type = next(s.task_type for s in teacher.scores if s.task == task)
-            rows.append(TaskVerdict(task, task_type, metric, a, b))
+            rows.append(TaskVerdict(task, metric, a, b))
     return Verdict(teacher.model, trained.model, result.split, tuple(rows), tuple(trained_tasks))
 
 

@@ -55,6 +55,11 @@ def encode_pair(tokenizer, layout: SpecialLayout, instruction: str, text: str, m
 def batch_encode(tokenizer, layout: SpecialLayout, instructions: list[str], texts: list[str], max_length: int,
                  padding_side: str = "right") -> dict[str, torch.Tensor]:
     pairs = [encode_pair(tokenizer, layout, ins or "", t, max_length) for ins, t in zip(instructions, texts)]
+    return pad_pairs(tokenizer, pairs, padding_side)
+
+
+def pad_pairs(tokenizer, pairs: list[tuple[list, list]], padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """Already encoded (ids, embed_mask) pairs padded into one batch."""
     width = max(len(ids) for ids, _ in pairs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     input_ids, attention, embed = [], [], []
