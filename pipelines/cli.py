@@ -252,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--workers", type=int, default=default(ExportConfig, "workers"),
                     help="training workers the batches are cut for (default %(default)s)")
     ex.add_argument("--num-negatives", type=int, default=default(ExportConfig, "num_negatives"),
-                    help="hard negatives per query (default %(default)s)")
+                    help="hard negatives per query; 0: in-batch negatives only, no mining needed "
+                         "(default %(default)s)")
     ex.add_argument("--seed", type=int, default=default(ExportConfig, "seed"))
     ex.add_argument("--tasks", help="comma-separated tasks (default: all the stage allows)")
     ex.set_defaults(handler=cmd_export)

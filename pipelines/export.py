@@ -2,6 +2,7 @@
 
 Each row is one training example: a query with its instruction, its positive, and k hard
 negatives, plus the keys the loss uses to mask false negatives (text hashes, label ids).
+k = 0 gives in-batch negatives only (retrieval tasks; no negatives dataset is read).
 Rows are packed into global batches:
 
 - every global batch comes from one task, so in-batch negatives are meaningful;
@@ -49,7 +50,7 @@ class ExportConfig:
     training_stage: int = 1  # NV-Embed stage: 1 retrieval only, 2 retrieval + classification + clustering
     global_batch: int = 32  # queries per global batch (one task each)
     workers: int = 2  # training workers the batches are cut for
-    num_negatives: int = 7  # hard negatives per query
+    num_negatives: int = 7  # hard negatives per query; 0: in-batch negatives only (retrieval)
     seed: int = 0
     split: str = "train"
     tasks: tuple[str, ...] = field(default_factory=tuple)  # default: every task the stage allows
@@ -66,8 +67,8 @@ class ExportConfig:
         if self.workers < 1 or self.global_batch < self.workers or self.global_batch % self.workers:
             raise InputError(f"--global-batch {self.global_batch} must be a positive multiple of --workers "
                              f"{self.workers}")
-        if self.num_negatives < 1:
-            raise InputError("--num-negatives must be at least 1")
+        if self.num_negatives < 0:
+            raise InputError(f"--num-negatives must be 0 (in-batch negatives only) or more, got {self.num_negatives}")
 
 
 @dataclass
@@ -114,25 +115,34 @@ def pack_batches(rows_by_task: dict[str, list[dict]], global_batch: int, workers
 
 def export_shards(cfg: ExportConfig, catalog: Catalog) -> ExportResult:
     ex_m = catalog.manifest("examples", cfg.examples)
-    neg_name = cfg.negatives or cfg.examples
-    neg_m = catalog.manifest("negatives", neg_name)
     examples = catalog.read_table("examples", cfg.examples, ex_m.version)
     examples = examples.filter(pc.equal(examples.column("split"), cfg.split))
     types = choose_tasks(task_types(examples), cfg.tasks, TRAINING_STAGE_TYPES[cfg.training_stage],
                          f"examples/{cfg.examples} (split {cfg.split})", f"stage {cfg.training_stage} takes")
-    inputs = [ex_m.input_ref(), neg_m.input_ref()]
+    if cfg.num_negatives == 0:
+        # Class tasks train without in-batch negatives (other examples may share the label),
+        # so with no hard negatives their loss would have nothing to push away.
+        no_contrast = sorted(t for t, tt in types.items() if not allows_in_batch_negatives(tt))
+        if no_contrast:
+            raise InputError(f"--num-negatives 0 leaves {', '.join(no_contrast)} with no negatives at all (class "
+                             "tasks get no in-batch negatives): export retrieval tasks only (--stage 1, or --tasks)")
+    inputs = [ex_m.input_ref()]
     doc_text: dict[str, str] = {}
     if RETRIEVAL in types.values():
         corpus_m = examples_corpus(catalog, ex_m)
         corpus = catalog.read_table("corpus", corpus_m.name, corpus_m.version, columns=["doc_id", "text"])
         doc_text = dict(zip(corpus.column("doc_id").to_pylist(), corpus.column("text").to_pylist()))
         inputs.append(corpus_m.input_ref())
-    negatives = catalog.read_table("negatives", neg_name, neg_m.version,
-                                   columns=["example_id", "neg_text", "neg_label", "neg_rank"])
     negs: dict[str, list[tuple[int, str, str | None]]] = defaultdict(list)
-    for eid, text, label, rank in zip(*(negatives.column(c).to_pylist()
-                                        for c in ("example_id", "neg_text", "neg_label", "neg_rank"))):
-        negs[eid].append((rank, text, label))
+    if cfg.num_negatives:  # in-batch only needs no mined negatives
+        neg_name = cfg.negatives or cfg.examples
+        neg_m = catalog.manifest("negatives", neg_name)
+        inputs.append(neg_m.input_ref())
+        negatives = catalog.read_table("negatives", neg_name, neg_m.version,
+                                       columns=["example_id", "neg_text", "neg_label", "neg_rank"])
+        for eid, text, label, rank in zip(*(negatives.column(c).to_pylist()
+                                            for c in ("example_id", "neg_text", "neg_label", "neg_rank"))):
+            negs[eid].append((rank, text, label))
     label_ids: dict[str, dict[str, int]] = defaultdict(dict)
     rows_by_task: dict[str, list[dict]] = defaultdict(list)
     short = defaultdict(int)

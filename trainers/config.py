@@ -71,7 +71,8 @@ class TrainConfig:
     max_steps: int | None = None  # None: epochs x batches
     epochs: int = 1
     temperature: float = 0.02
-    max_length: int = 128
+    max_length: int = 128  # tokens per text in training
+    encode_max_length: int | None = None  # tokens per text the saved model encodes with (None: max_length)
     grad_clip: float | None = 1.0
     num_workers: int = 2
     use_gpu: bool = False
@@ -90,6 +91,8 @@ class TrainConfig:
         if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
             raise InputError(f"attn_implementation must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, "
                              f"got {self.attn_implementation!r}")
+        if self.encode_max_length is not None and self.encode_max_length < 1:
+            raise InputError(f"encode_max_length must be at least 1, got {self.encode_max_length}")
         for name in ("num_workers", "epochs", "checkpoint_every", "keep_checkpoints", "max_length"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -110,6 +113,11 @@ class TrainConfig:
     def total_steps(self, num_batches: int) -> int:
         """The schedule's length: ``max_steps``, else ``epochs`` passes over the shards' batches."""
         return self.max_steps or self.epochs * num_batches
+
+    @property
+    def saved_max_length(self) -> int:
+        """What the saved model truncates to when it encodes (evaluation, ``quarry encode``)."""
+        return self.encode_max_length or self.max_length
 
     @property
     def use_bf16(self) -> bool:

@@ -99,15 +99,18 @@ def step_inputs(model, rows: list[dict], max_length: int) -> StepInputs:
     features = model.tokenize(texts, instructions, max_length)
     return StepInputs(
         features=features, b=b, k=k, in_batch=bool(rows[0]["in_batch"]),
-        pos_keys=torch.tensor([r["pos_key"] for r in rows]), neg_keys=torch.tensor([r["neg_keys"] for r in rows]),
-        labels=torch.tensor([r["label_id"] for r in rows]), neg_labels=torch.tensor([r["neg_label_ids"] for r in rows]))
+        # dtype given: with no hard negatives the lists are empty, and torch would make them float.
+        pos_keys=torch.tensor([r["pos_key"] for r in rows], dtype=torch.long),
+        neg_keys=torch.tensor([r["neg_keys"] for r in rows], dtype=torch.long),
+        labels=torch.tensor([r["label_id"] for r in rows], dtype=torch.long),
+        neg_labels=torch.tensor([r["neg_label_ids"] for r in rows], dtype=torch.long))
 
 
 def compute_loss(model, inputs: StepInputs, temperature: float, device) -> torch.Tensor:
     feats = {k: v.to(device) for k, v in inputs.features.items()}
     emb = model(**feats)  # (b + b + b*k, dim)
     b, k = inputs.b, inputs.k
-    q, pos, neg = emb[:b], emb[b:2 * b], emb[2 * b:].reshape(b, k, -1)
+    q, pos, neg = emb[:b], emb[b:2 * b], emb[2 * b:].reshape(b, k, emb.shape[-1])  # k may be 0
     return gathered_loss(q, pos, neg, inputs.in_batch, temperature, inputs.pos_keys.to(device),
                          inputs.neg_keys.to(device), inputs.labels.to(device), inputs.neg_labels.to(device))
 
@@ -205,6 +208,7 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
                         json.dump(metrics, f)
                 if last and rank == 0:
                     module.config.prompts = dict(plan.prompts)
+                    module.config.max_length = cfg.saved_max_length  # training is over: set what it encodes with
                     module.save_pretrained(plan.model_dir)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
         else:

@@ -49,6 +49,25 @@ def test_stage_two_turns_in_batch_negatives_off_for_class_tasks(root):
     assert all(r["in_batch"] == (r["task_type"] == "retrieval") for r in rows)
 
 
+def test_in_batch_only_shards_need_no_negatives_and_train(root, tmp_path, capsys):
+    common = ["--root", root, "export", "--name", "inbatch", "--global-batch", "8", "--workers", "2",
+              "--num-negatives", "0"]
+    assert main(common + ["--negatives", "never-mined"]) == 0  # the negatives dataset is not read
+    rows = Catalog(root).read_table("shards", "inbatch", columns=["in_batch", "negatives", "neg_keys"]).to_pylist()
+    assert rows and all(r["in_batch"] and r["negatives"] == [] == r["neg_keys"] for r in rows)
+    config = tmp_path / "inbatch.yaml"  # trained at 64 tokens, encodes at 48
+    config.write_text(open(CONFIG).read() + "encode_max_length: 48\n")
+    assert main(["--root", root, "train", "--config", str(config), "--shards", "inbatch", "--run-name", "inbatch",
+                 "--max-steps", "2"]) == 0
+    losses = [r["loss"] for r in _losses(root, "inbatch")]
+    assert len(losses) == 2 and all(np.isfinite(losses)) and losses[0] > 0
+    with open(os.path.join(root, "models", "inbatch", "quarry_embedding.json")) as f:
+        assert json.load(f)["max_length"] == 48
+    capsys.readouterr()
+    assert main(common[:3] + ["--stage", "2", *common[3:]]) == 2  # class tasks would have nothing to contrast
+    assert "--num-negatives 0 leaves" in capsys.readouterr().err
+
+
 def test_two_worker_training_lowers_the_loss_and_resume_matches(root, tmp_path):
     batches = Catalog(root).manifest("shards", "vital-stage1").config["batches"]
     steps = 3 * batches  # three epochs over the same batches

@@ -27,6 +27,10 @@ def test_nested_sections_and_shorthands():
     assert cfg.lora == LoraSettings(r=4, alpha=32, dropout=0.1, targets=["q"])
     assert cfg.total_steps(100) == 100 and TrainConfig(max_steps=7).total_steps(100) == 7
     assert TrainConfig(epochs=3).total_steps(10) == 30
+    assert TrainConfig(max_length=64).saved_max_length == 64
+    assert TrainConfig(max_length=64, encode_max_length=128).saved_max_length == 128
+    with pytest.raises(InputError, match="encode_max_length must be at least 1"):
+        TrainConfig(encode_max_length=0)
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -37,6 +37,15 @@ def test_hand_computed_value_with_in_batch():
     assert loss_from_embeddings(q, pos, neg, t, in_batch=True).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_no_hard_negatives_is_plain_in_batch_infonce():
+    """k = 0 (``quarry export --num-negatives 0``): each query against every positive of the batch."""
+    q, pos = _unit(4, 8, seed=1), _unit(4, 8, seed=2)
+    expected = F.cross_entropy(q @ pos.T / 0.05, torch.arange(4))
+    got = loss_from_embeddings(q, pos, torch.empty(4, 0, 8), 0.05, in_batch=True,
+                               pos_keys=torch.arange(4), neg_keys=torch.empty(4, 0, dtype=torch.long))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_known_positives_are_masked_out_of_the_denominator():
     q, pos, neg = _unit(3, 8), _unit(3, 8, seed=1), _unit(3, 2, 8, seed=2)
     keys = torch.tensor([10, 11, 12])
