@@ -43,9 +43,9 @@ class Verdict:
     def text(self) -> str:
         trained = tuple(t for t in self.tasks if t.task in self.trained_tasks) or self.tasks
         mean = sum(t.delta for t in trained) / len(trained)
-        lines = [f"verdict ({self.split} split): the trained model {_beat(self.beaten(trained), len(trained))} "
-                 f"on the {len(trained)} task(s) it was trained on (mean main-score change {mean:+.4f}), and "
-                 f"{_beat(self.beaten(self.tasks), len(self.tasks))} over all {len(self.tasks)} task(s)."]
+        lines = [f"verdict ({self.split} split): on the {len(trained)} task(s) it was trained on, the trained model "
+                 f"{_beat(self.beaten(trained), len(trained))} (mean main-score change {mean:+.4f}); over all "
+                 f"{len(self.tasks)} task(s), it {_beat(self.beaten(self.tasks), len(self.tasks))}."]
         lines += [f"  {t.task}: {t.metric} {t.trained:.4f} vs teacher {t.teacher:.4f} ({t.delta:+.4f})"
                   for t in self.tasks]
         return "\n".join(lines)
@@ -53,7 +53,7 @@ class Verdict:
 
 def _beat(won: int, of: int) -> str:
     if won == of:
-        return "BEAT the teacher" + ("" if of == 1 else f" on all {of}")
+        return "BEAT the teacher" + ("" if of == 1 else " on every one")
     if won == 0:
         return "did NOT beat the teacher"
     return f"beat the teacher on {won} of {of}"

@@ -18,10 +18,12 @@ def test_verdict_says_plainly_who_won():
     v = verdict(result, result.models[0], result.models[1], ["r"])
     assert [(t.task, t.metric) for t in v.tasks] == [("r", "ndcg_at_10"), ("c", "accuracy")]
     text = v.text()
-    assert "BEAT the teacher on the 1 task(s) it was trained on (mean main-score change +0.0500)" in text
-    assert "beat the teacher on 1 of 2 over all 2 task(s)" in text
+    assert "on the 1 task(s) it was trained on, the trained model BEAT the teacher (mean main-score change +0.0500)" in text
+    assert "over all 2 task(s), it beat the teacher on 1 of 2." in text
     worse = EvalResult("vital", "v0001", "test", [_model("teacher", 0.60, 0.70), _model("trained", 0.55, 0.60)])
     assert "did NOT beat the teacher" in verdict(worse, *worse.models, ["r"]).text()
+    both = EvalResult("vital", "v0001", "test", [_model("teacher", 0.60, 0.70), _model("trained", 0.65, 0.75)])
+    assert "over all 2 task(s), it BEAT the teacher on every one." in verdict(both, *both.models, ["r"]).text()
 
 
 def test_report_links_its_pngs_and_a_resumed_loss_curve_keeps_one_point_per_step(tmp_path):
