@@ -47,13 +47,18 @@ from pipelines.mine import MineConfig, mine  # noqa: E402
 from pipelines.task_spec import load_task_set  # noqa: E402
 from pipelines.task_types import RETRIEVAL  # noqa: E402
 from pipelines.tasks import build_tasks  # noqa: E402
-from pipelines.train import (discard_uncheckpointed_run, load_train_config, resolve_backbone, run_state,  # noqa: E402
-                             task_prompts, train)
+from pipelines.train import (  # noqa: E402
+    discard_uncheckpointed_run,
+    load_train_config,
+    resolve_backbone,
+    run_state,
+    task_prompts,
+    train,
+)
 from pipelines.wiki import WikiBuildConfig, build_wiki  # noqa: E402
-from storage import Catalog, PACKAGED_MINILM  # noqa: E402
+from storage import PACKAGED_MINILM, Catalog  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
 
-log = logging.getLogger("quarry")
 UNTRAINED = "abl-untrained"
 SAMPLE_WINDOW = 10  # arm d: NV-Retriever's "sampled top-k" draws from the top 10
 
@@ -72,6 +77,10 @@ class Arm:
         if self.key == "c":
             return SelectionConfig(num_negatives=negatives)
         return SelectionConfig(num_negatives=negatives, sampling="random", sample_window=SAMPLE_WINDOW, seed=seed)
+
+    @property
+    def mines(self) -> bool:
+        return self.selection(1, 0) is not None
 
     def negatives_name(self, seed: int) -> str:
         # Only arm d's selection depends on the seed; the others mine once.
@@ -113,7 +122,7 @@ def train_arm(catalog: Catalog, base: TrainConfig, examples: str, arm: Arm, seed
     name = run_name(arm, seed)
     shards = export_shards(ExportConfig(name=name, examples=examples, negatives=arm.negatives_name(seed),
                                         training_stage=1, global_batch=base.global_batch or 16,
-                                        workers=base.num_workers, num_negatives=0 if arm.key == "a" else negatives,
+                                        workers=base.num_workers, num_negatives=negatives if arm.mines else 0,
                                         seed=seed), catalog)
     cfg = replace(base, run_name=name, shards=name, max_steps=steps, seed=seed)
     state = run_state(cfg, catalog)
