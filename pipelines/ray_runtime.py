@@ -1,51 +1,97 @@
 """Start or join Ray, the same way for every stage.
 
 ``RAY_ADDRESS`` set: join that cluster. Otherwise start a private local Ray with the
-dashboard off and every listener on loopback (see docs/operations.md). Stages never call
-``ray.init`` themselves.
+dashboard off, token authentication on, and every listener of every Ray process on
+loopback (``start_local_ray``; measured by tests/pipelines/test_ray_loopback.py, see
+docs/operations.md). Stages never call ``ray.init`` themselves.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import sys
 import tempfile
 
 log = logging.getLogger("quarry")
 
+LOOPBACK_IP = "127.0.0.1"
+
 
 def ensure_ray(num_cpus: int | None = None) -> None:
-    import ray
-
-    if ray.is_initialized():
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return
-    # Measured here: without this, Ray may bind the machine's network address.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        import ray
+
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=True)
+    else:
+        temp_dir = os.environ.get("QUARRY_RAY_TMP") or os.path.join(
+            tempfile.gettempdir(), f"quarry-ray-{os.getuid()}")
+        cpus = num_cpus or int(os.environ.get("QUARRY_RAY_CPUS", "0")) or (os.cpu_count() or 2)
+        log.info("starting a local Ray (%d CPUs, temp %s)", cpus, temp_dir)
+        # The workers' own output (QUARRY_RAY_LOG_TO_DRIVER=0 unless `quarry -v`) stays in
+        # the session's log files under the temp dir.
+        start_local_ray(cpus, temp_dir,
+                        log_to_driver=os.environ.get("QUARRY_RAY_LOG_TO_DRIVER", "1") != "0")
+    configure_data_context()
+
+
+def start_local_ray(num_cpus: int, temp_dir: str, *, log_to_driver: bool) -> None:
+    """A private Ray on this machine whose GCS, raylet, agents and workers listen on
+    loopback only. Refuses to run (after shutting Ray down) if Ray chose another address."""
+    _keep_local_ray_on_loopback()
     # Ray starts workers at nice 15 so that its control plane stays responsive on busy
     # shared nodes. On a private local Ray the workers are the job: at nice 15 the teacher's
     # intra-op threads lose the CPU to every wake-up of the driver and daemons. Measured on
     # 2 cores: 1,500 passages embedded in 55.7 s at nice 15, 48.3 s at nice 0.
     os.environ.setdefault("RAY_worker_niceness", "0")
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        log.info("joining Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # Training workers of a private local Ray talk over loopback; gloo would otherwise
-        # pick the interface of the machine's hostname.
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-        temp_dir = os.environ.get("QUARRY_RAY_TMP") or os.path.join(
-            tempfile.gettempdir(), f"quarry-ray-{os.getuid()}")
-        cpus = num_cpus or int(os.environ.get("QUARRY_RAY_CPUS", "0")) or (os.cpu_count() or 2)
-        log.info("starting a local Ray (%d CPUs, temp %s)", cpus, temp_dir)
-        # address="local" always starts a fresh instance: reusing a temp dir after `ray stop`
-        # otherwise finds a stale cluster file and hangs.
-        # The workers' own output (QUARRY_RAY_LOG_TO_DRIVER=0 unless `quarry -v`) stays in
-        # the session's log files under the temp dir.
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False,
-                 _temp_dir=temp_dir, _node_ip_address="127.0.0.1",
-                 log_to_driver=os.environ.get("QUARRY_RAY_LOG_TO_DRIVER", "1") != "0", configure_logging=False)
-    configure_data_context()
+    # Training workers of a private local Ray talk over loopback; gloo would otherwise
+    # pick the interface of the machine's hostname.
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    import ray
+
+    # Ray 2.60 turns token authentication on for a new local cluster (RAY_AUTH_MODE unset)
+    # and warns that it did, on every start. Auth stays on; only that one line is dropped.
+    # (Exporting RAY_AUTH_MODE=token here instead breaks a process that imported Ray
+    # earlier: Ray caches its config at import and refreshes it only when it enables auth.)
+    _token_setup_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if _drop_token_auth_enabled_notice not in _token_setup_log.filters:
+        _token_setup_log.addFilter(_drop_token_auth_enabled_notice)
+
+    # address="local" always starts a fresh instance: reusing a temp dir after `ray stop`
+    # otherwise finds a stale cluster file and hangs.
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+             _temp_dir=temp_dir, _node_ip_address=LOOPBACK_IP,
+             log_to_driver=log_to_driver, configure_logging=False)
+    node_ip = ray.util.get_node_ip_address()
+    if not ipaddress.ip_address(node_ip).is_loopback:
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray took the node address {node_ip}, not loopback; "
+                           "refusing to run with listeners beyond this machine")
+
+
+def _drop_token_auth_enabled_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def _keep_local_ray_on_loopback() -> None:
+    # Every Ray server binds the *node IP* (ray-project/ray #55484, #59852), and
+    # ray.init(_node_ip_address="127.0.0.1") is no help by itself: Ray's
+    # services.resolve_ip_for_localhost swaps a loopback address for the machine's network
+    # address unless ray_constants.ENABLE_RAY_CLUSTER is false. That constant is read from
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when Ray is first imported, so the variable
+    # must be set before `import ray` (it also reaches the raylet and workers, which import
+    # Ray afresh). Where this process imported Ray earlier, the constant is set directly;
+    # Ray reads it at call time (services.get_node_ip_address) and nowhere else in 2.60
+    # except the `ray start` CLI.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def configure_data_context() -> None:

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("QUARRY_PROGRESS", "0")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.pop("RAY_ADDRESS", None)  # tests never join an outside cluster
@@ -23,13 +22,12 @@ def ray_local():
     """A private local Ray on loopback for one test module."""
     import ray
 
-    from pipelines.ray_runtime import configure_data_context
+    from pipelines.ray_runtime import configure_data_context, start_local_ray
 
     temp_dir = tempfile.mkdtemp(prefix="qr")  # short: Ray's socket paths have a length limit
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
-             _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+    start_local_ray(2, temp_dir, log_to_driver=False)
     configure_data_context()
-    yield
+    yield temp_dir
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)
 

@@ -1,0 +1,102 @@
+"""Every process of the private local Ray listens on loopback only (issue 11).
+
+Measured before the fix on a machine with a non-loopback address: the GCS, raylet, workers
+and agents listened on 0.0.0.0, :: or that address (12 sockets). Both ways Quarry starts
+Ray are covered: in a process that imported Ray first (pytest, notebooks), and in a fresh
+interpreter through ``ensure_ray``, as the CLI does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import psutil
+import pytest
+import ray  # imported before the fixture starts Ray: the path that must patch Ray's constant
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def ray_listeners(temp_dir: str) -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every listening socket of the driver's descendants
+    and of any process started with the Ray temp dir on its command line."""
+    procs = {p.pid: p for p in psutil.Process().children(recursive=True)}
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if any(temp_dir in (arg or "") for arg in (p.info["cmdline"] or [])):
+            procs[p.pid] = p
+    out = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in procs:
+            out.append((conn.laddr.ip, conn.laddr.port, procs[conn.pid].name()))
+    return out
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1, as the gRPC servers report it
+    return ip.is_loopback
+
+
+@ray.remote(num_cpus=0)
+class _Probe:
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote(num_cpus=0)
+def _task_pid() -> int:
+    return os.getpid()
+
+
+def test_every_listener_of_the_local_ray_is_on_loopback(ray_local):
+    # A task and an actor, so that worker processes with their own gRPC servers exist.
+    probe = _Probe.remote()
+    ray.get([probe.pid.remote(), _task_pid.remote()])
+    listeners = ray_listeners(ray_local)
+    names = {name for _, _, name in listeners}
+    assert {"gcs_server", "raylet"} <= names, listeners  # the check saw Ray's servers
+    assert len(listeners) >= 6, listeners
+    assert [x for x in listeners if not is_loopback(x[0])] == []
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
+
+
+def test_a_fresh_cli_process_starts_ray_on_loopback_only():
+    # The CLI's path: a new interpreter, ensure_ray() before anything imported Ray.
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {REPO!r})
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from pipelines.ray_runtime import ensure_ray
+        ensure_ray(1)
+        import ray
+        from test_ray_loopback import ray_listeners
+        ray.get(ray.remote(num_cpus=0)(lambda: 1).remote())
+        print(os.environ.get("RAY_AUTH_MODE"))
+        print(json.dumps(ray_listeners(os.environ["QUARRY_RAY_TMP"])))
+        ray.shutdown()
+    """)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env["QUARRY_RAY_TMP"] = temp_dir = tempfile.mkdtemp(prefix="qr")  # short: socket paths
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=180)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    listeners = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"gcs_server", "raylet"} <= {name for _, _, name in listeners}, listeners
+    assert [x for x in listeners if not is_loopback(x[0])] == []
+    # Token auth stays on (Ray's default for a new local cluster); only its notice is gone.
+    assert "Token authentication is enabled" not in proc.stderr
+    assert "token" in proc.stdout.strip().splitlines()[-2]
