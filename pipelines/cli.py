@@ -10,6 +10,8 @@ stage, and prints the result's summary; every default comes from the config clas
     quarry encode --model DIR ...      # embeddings of a file of texts
     quarry eval --model M [--model M2] # mteb scores on an examples split
     quarry datasets | show | query     # the catalog, a manifest, read-only SQL
+    quarry submit -- COMMAND ...       # run a quarry command as a job on a Ray cluster
+    quarry jobs [logs|stop ID]         # the cluster's jobs
 
 Errors Quarry raises on purpose print one line and exit with 2; anything else prints one
 line naming the command and the exception, writes the traceback to a log file and exits
@@ -169,6 +171,34 @@ def cmd_query(args, catalog: Catalog) -> None:
     print_query(catalog, args.sql, args.at, args.format, args.out, args.max_rows)
 
 
+def cmd_submit(args, catalog: Catalog) -> int:
+    from pipelines.jobs import SubmitConfig, job_client, parse_env, submit
+
+    command = tuple(args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command)
+    root = args.root or os.environ.get("QUARRY_HOME")
+    if not root:
+        raise QuarryError("quarry submit needs a data root every node of the cluster reaches: "
+                          "quarry --root s3://bucket/prefix submit -- ... (or export QUARRY_HOME)")
+    cfg = SubmitConfig(command=command, root=root, address=args.address,
+                       working_dir=os.path.abspath(args.working_dir), env=parse_env(args.env),
+                       wait=not args.no_wait, submission_id=args.submission_id)
+    return submit(cfg, job_client(cfg.address, verbose=args.verbose))
+
+
+def cmd_jobs(args, catalog: Catalog) -> None:
+    from pipelines import jobs
+
+    if args.action is not None and args.job_id is None:
+        raise QuarryError(f"quarry jobs {args.action} needs a job id (quarry jobs lists them)")
+    client = jobs.job_client(args.address, verbose=args.verbose)
+    if args.action is None:
+        jobs.list_jobs(client)
+    elif args.action == "logs":
+        jobs.job_logs(client, args.job_id, follow=args.follow)
+    else:
+        jobs.stop_job(client, args.job_id)
+
+
 # -- the parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quarry", description="Data pipeline and hard-negative mining "
@@ -297,6 +327,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--encoders", type=int, help="encoder actors (default: one per GPU, else one)")
     ev.add_argument("--no-write", action="store_true", help="print only: no eval.json, no evals dataset version")
     ev.set_defaults(handler=cmd_eval)
+    from pipelines.jobs import DEFAULT_JOB_SERVER, REPO_ROOT
+
+    address_help = "Ray job server (default $RAY_API_SERVER_ADDRESS or %(default)s)"
+    address = os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_JOB_SERVER
+    sm = sub.add_parser("submit", help="run a quarry command as a Ray job on a cluster, following its logs")
+    sm.add_argument("--address", default=address, help=address_help)
+    sm.add_argument("--working-dir", default=REPO_ROOT, help="code uploaded with the job (default: this checkout)")
+    sm.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the job")
+    sm.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    sm.add_argument("--submission-id", help="job id to use (default: Ray picks one)")
+    sm.add_argument("job_command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
+                    help="the quarry command, e.g. -- mine --tasks vital-desc2article")
+    sm.set_defaults(handler=cmd_submit)
+
+    jb = sub.add_parser("jobs", help="list the cluster's jobs; logs or stop one")
+    jb.add_argument("action", nargs="?", choices=("logs", "stop"))
+    jb.add_argument("job_id", nargs="?")
+    jb.add_argument("--follow", action="store_true", help="logs: follow until the job ends")
+    jb.add_argument("--address", default=address, help=address_help)
+    jb.set_defaults(handler=cmd_jobs)
     return p
 
 
@@ -412,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_libraries()
     command = args.command + (f" {args.what}" if args.command == "build" else "")
     try:
-        args.handler(args, Catalog(args.root))
+        status = args.handler(args, Catalog(args.root))
     except KeyboardInterrupt:
         print(f"quarry {command}: interrupted", file=sys.stderr)
         return 130
@@ -428,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: quarry {command} failed unexpectedly: {type(cause).__name__}{detail} "
               f"(traceback in {path}; -v prints it)", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+from small_source import SMALL_COLUMNS, SMALL_SPEC, write_jsonl
 
 from miners.cache import EmbeddingCache, embeddings_table
 from miners.teacher import TeacherSpec, resolve_teacher
@@ -17,39 +18,15 @@ from storage import Catalog, CatalogError
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-SPEC = """
-name: small
-corpus: small
-tasks:
-  - name: desc
-    type: retrieval
-    source: {corpus: small}
-    columns: {query: description, positive_ids: doc_id, id: doc_id}
-    instruction: Retrieve the article
-  - name: topic
-    type: classification
-    source: {corpus: small}
-    columns: {text: text, label: topic, id: doc_id}
-    instruction: Classify the topic
-    exclude_labels: [Uncategorized]
-"""
-
-
-def _write_corpus(path, table):
-    with open(path, "w", encoding="utf-8") as f:
-        for row in table.to_pylist():
-            f.write(json.dumps(row) + "\n")
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("mine")
     root = str(base / "data")
     corpus = load_embedded_table("en", 120)
-    _write_corpus(base / "docs.jsonl", corpus)
-    (base / "spec.yaml").write_text(SPEC)
+    write_jsonl(base / "docs.jsonl", corpus)
+    (base / "spec.yaml").write_text(SMALL_SPEC)
     build = ["--root", root, "build", "wiki", "--name", "small", "--source", "files", "--path",
-             str(base / "docs.jsonl"), "--columns", "title=title,text=extract,description=description,topic=topic"]
+             str(base / "docs.jsonl"), "--columns", SMALL_COLUMNS]
     assert main(build) == 0
     assert main(["--root", root, "build", "tasks", "--spec", str(base / "spec.yaml")]) == 0
     assert main(["--root", root, "mine", "--examples", "small", "--depth", "40"]) == 0
@@ -98,7 +75,7 @@ def test_second_run_embeds_nothing_and_a_changed_document_alone_is_re_embedded(s
     assert "embedded 0 new texts" in capsys.readouterr().out
     changed = setup["corpus"].to_pylist()
     changed[5]["extract"] = changed[5]["extract"] + " An added sentence."
-    _write_corpus(setup["base"] / "docs.jsonl", pa.Table.from_pylist(changed))
+    write_jsonl(setup["base"] / "docs.jsonl", pa.Table.from_pylist(changed))
     assert main(setup["build"]) == 0
     assert main(["--root", root, "build", "tasks", "--spec", str(setup["base"] / "spec.yaml")]) == 0
     capsys.readouterr()
@@ -188,8 +165,8 @@ def test_cache_of_another_dimension_is_refused(tmp_path):
         "task": ["t"], "task_type": ["retrieval"], "example_id": ["t:1"], "instruction": [""], "query": ["q"],
         "query_hash": ["h"], "positive_ids": [["a"]], "label": pa.array([None], pa.string())}),
         config={"corpus": "c"})
-    from pipelines.mine import mine
     from miners.select import SelectionConfig
+    from pipelines.mine import mine
 
     with pytest.raises(CatalogError, match="holds 8-dimensional vectors but the teacher gives 384"):
         mine(MineConfig(examples="e", teacher=spec, depth=2, selection=SelectionConfig(num_negatives=1),
