@@ -158,7 +158,7 @@ def task_prompts(catalog: Catalog, shards: Manifest) -> dict[str, str]:
 def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: int | None = None) -> TrainResult:
     """Train (or resume) ``cfg.run_name``. ``stop_after``: end after that many steps, on the
     schedule of the full run, with a checkpoint; ``--resume`` continues from it."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from trainers.model import load_backbone_config
@@ -197,7 +197,10 @@ def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: 
         functools.partial(run_worker, cfg, plan),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
         run_config=RunConfig(name=cfg.run_name, storage_path=runs,
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)))
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+                             # A dead worker restarts the group from the last checkpoint; the
+                             # loop's seeding makes the restarted run equal an undisturbed one.
+                             failure_config=FailureConfig(max_failures=cfg.max_failures)))
     result = trainer.fit()
     metrics = dict(result.metrics or {})
     log.info("train: done at step %s, loss %.4f; model saved to %s", metrics.get("step"), metrics.get("loss", float("nan")),

@@ -81,6 +81,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
+    # Ray Train restarts the worker group from the last checkpoint this many times after a
+    # worker or node dies (FailureConfig.max_failures; -1: without limit, 0: fail at once).
+    max_failures: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -96,6 +99,8 @@ class TrainConfig:
         for name in ("num_workers", "epochs", "checkpoint_every", "keep_checkpoints", "max_length"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_failures < -1:
+            raise InputError(f"max_failures must be -1 (no limit), 0 or more, got {self.max_failures}")
         if self.max_steps is not None and self.max_steps < 1:
             raise InputError(f"max_steps must be at least 1, got {self.max_steps}")
         if self.warmup_steps < 0 or self.weight_decay < 0:

@@ -60,6 +60,53 @@ def batch_order(num_batches: int, epoch: int, seed: int) -> np.ndarray:
     return np.random.default_rng(_seed(seed, "epoch", epoch)).permutation(num_batches)
 
 
+def truncate_metrics(path: str, last_step: int) -> None:
+    """Keep the rows of ``metrics.jsonl`` up to ``last_step`` (the checkpoint a run restarts
+    from), replacing the file in one rename. A torn last line from a killed writer goes too."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", 0) <= last_step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
+def save_model_atomically(module, model_dir: str) -> None:
+    """``save_pretrained`` into a hidden sibling, then one rename: readers see the old model or
+    the whole new one, never a half-written folder (a killed save leaves only the sibling,
+    which the next save clears)."""
+    import shutil
+
+    parent, name = os.path.split(model_dir.rstrip("/"))
+    staged = os.path.join(parent, f".{name}.partial")
+    shutil.rmtree(staged, ignore_errors=True)
+    module.save_pretrained(staged)
+    replace_dir(staged, model_dir)
+
+
+def replace_dir(staged: str, final: str) -> None:
+    """Publish the folder ``staged`` as ``final``. An older ``final`` is renamed aside first
+    and removed after, so ``final`` is never a mix of the two."""
+    import shutil
+
+    old = None
+    if os.path.exists(final):
+        old = f"{os.path.dirname(final)}/.{os.path.basename(final)}.old-{os.getpid()}"
+        os.rename(final, old)
+    os.rename(staged, final)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def load_state(checkpoint_dir: str) -> dict:
     """A checkpoint's state: tensors, numbers and lists only, so no pickled code runs."""
     return torch.load(os.path.join(checkpoint_dir, STATE_FILE), map_location="cpu", weights_only=True)
@@ -166,7 +213,10 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(plan.tensorboard_dir)
+        # A restart (Ray's after a failure, or --resume) repeats the steps after the last
+        # checkpoint: drop what the lost attempt logged for them, so each step has one row.
+        truncate_metrics(plan.metrics_path, start)
+        writer = SummaryWriter(plan.tensorboard_dir, purge_step=start + 1)
     stop = min(total, plan.stop_after or total)
     model.train()
     for step in range(start, stop):
@@ -209,7 +259,7 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
                 if last and rank == 0:
                     module.config.prompts = dict(plan.prompts)
                     module.config.max_length = cfg.saved_max_length  # training is over: set what it encodes with
-                    module.save_pretrained(plan.model_dir)
+                    save_model_atomically(module, plan.model_dir)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
         else:
             ray.train.report(metrics)

@@ -8,7 +8,6 @@ interpreter through ``ensure_ray``, as the CLI does.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import textwrap
 import psutil
 import pytest
 import ray  # imported before the fixture starts Ray: the path that must patch Ray's constant
+from ray_procs import is_loopback, listeners, processes_of
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -27,24 +27,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def ray_listeners(temp_dir: str) -> list[tuple[str, int, str]]:
-    """(address, port, process name) of every listening socket of the driver's descendants
-    and of any process started with the Ray temp dir on its command line."""
-    procs = {p.pid: p for p in psutil.Process().children(recursive=True)}
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        if any(temp_dir in (arg or "") for arg in (p.info["cmdline"] or [])):
-            procs[p.pid] = p
-    out = []
-    for conn in psutil.net_connections(kind="inet"):
-        if conn.status == psutil.CONN_LISTEN and conn.pid in procs:
-            out.append((conn.laddr.ip, conn.laddr.port, procs[conn.pid].name()))
-    return out
-
-
-def is_loopback(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1, as the gRPC servers report it
-    return ip.is_loopback
+    """Listening sockets of the driver's descendants and of the processes started with the
+    Ray temp dir on their command line."""
+    pids = {p.pid for p in psutil.Process().children(recursive=True)} | {p.pid for p in processes_of(temp_dir)}
+    return listeners(pids)
 
 
 @ray.remote(num_cpus=0)

@@ -4,7 +4,6 @@ starts one. The submitting commands run as separate processes, as a user runs th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -12,10 +11,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
-import psutil
 import pytest
+from ray_procs import is_loopback, listeners, processes_of, stop
 from small_source import SMALL_COLUMNS, SMALL_SPEC, write_jsonl
 
 from pipelines.sources import load_embedded_table
@@ -28,21 +26,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _head_processes(temp_dir: str, gcs_address: str) -> list[psutil.Process]:
-    """The processes started with the head's temp dir or GCS address on their command line
-    (GCS, raylet, dashboard, Ray client server, ...) and all their descendants (agents and
-    workers, whose command lines Ray rewrites to ``ray::...``)."""
-    procs = {}
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in (arg or "") or arg.endswith(gcs_address) for arg in (p.info["cmdline"] or [])):
-                procs[p.pid] = p
-                procs.update({c.pid: c for c in p.children(recursive=True)})
-        except psutil.Error:
-            continue
-    return list(procs.values())
 
 
 @pytest.fixture(scope="module")
@@ -66,33 +49,8 @@ def head(tmp_path_factory):
     gcs_address = f"127.0.0.1:{gcs_port}"
     yield {"env": env, "address": f"http://127.0.0.1:{dashboard_port}", "temp_dir": temp_dir,
            "gcs_address": gcs_address, "base": base, "root": str(base / "data")}
-    _stop(_head_processes(temp_dir, gcs_address))
+    stop(processes_of(temp_dir) + processes_of(gcs_address))
     shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _stop(procs: list[psutil.Process], timeout_s: float = 3.0) -> None:
-    # The GCS and the dashboard outlive a SIGTERM by many seconds here; the head holds
-    # nothing the tests still need, so they get SIGKILL after a short grace.
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        # A zombie (its parent, the `ray start` CLI, exited long ago) is already stopped.
-        alive = [p for p in procs if _alive(p)]
-        if not alive:
-            return
-        time.sleep(0.2)
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def quarry(head, *args, env=None, timeout=300):
@@ -106,15 +64,10 @@ def submit(head, *command, options=()):
 
 
 def test_the_head_listens_on_loopback_only(head):
-    from test_ray_loopback import is_loopback
-
-    listeners = []
-    pids = {p.pid for p in _head_processes(head["temp_dir"], head["gcs_address"])}
-    for conn in psutil.net_connections(kind="inet"):
-        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
-            listeners.append(conn.laddr.ip)
-    assert len(listeners) >= 5
-    assert [ip for ip in listeners if not is_loopback(ip)] == []
+    pids = {p.pid for p in processes_of(head["temp_dir"]) + processes_of(head["gcs_address"])}
+    found = listeners(pids)
+    assert {"gcs_server", "raylet"} <= {name for _, _, name in found}, found
+    assert [x for x in found if not is_loopback(x[0])] == []
 
 
 def test_build_and_mine_jobs_fill_the_catalog(head):

@@ -2,16 +2,25 @@
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 
 import numpy as np
+import psutil
 import pyarrow.parquet as pq
 import pytest
+from ray_procs import processes_of, stop
 
 from pipelines.cli import main
 from storage import Catalog
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "train", "tiny-decoder.yaml")
 
 
@@ -29,6 +38,56 @@ def root(tmp_path_factory):
 def _losses(root, run):
     with open(os.path.join(root, "runs", run, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+def _steps(root) -> int:
+    return 3 * Catalog(root).manifest("shards", "vital-stage1").config["batches"]  # three epochs
+
+
+def _train_args(root) -> list[str]:
+    return ["--root", root, "train", "--config", CONFIG, "--max-steps", str(_steps(root))]
+
+
+@pytest.fixture(scope="module")
+def full(root):
+    """The undisturbed run every interrupted one must equal."""
+    assert main(_train_args(root) + ["--run-name", "full"]) == 0
+    return _losses(root, "full")
+
+
+def _weights(root, run) -> dict:
+    from safetensors.numpy import load_file
+
+    folder = os.path.join(root, "models", run)
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            out.update({f"{name}:{k}": v for k, v in load_file(os.path.join(folder, name)).items()})
+    return out
+
+
+def assert_same_run(root, run, full):
+    rows = _losses(root, run)
+    assert [r["step"] for r in rows] == list(range(1, len(full) + 1))  # one row per step
+    assert np.allclose([r["loss"] for r in rows], [r["loss"] for r in full], atol=1e-4)
+    a, b = _weights(root, run), _weights(root, "full")
+    assert a.keys() == b.keys() and a
+    assert all(np.allclose(a[k], b[k], atol=1e-4) for k in a)
+    assert not [e for e in os.listdir(os.path.join(root, "models")) if e.endswith(".partial")]
+
+
+def _when_step_logged(root, run, step, timeout_s=300) -> int:
+    """Wait until ``metrics.jsonl`` of a run holds ``step`` rows; the rows logged then."""
+    path = os.path.join(root, "runs", run, "metrics.jsonl")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            with open(path) as f:
+                rows = sum(1 for line in f if line.endswith("\n"))
+            if rows >= step:
+                return rows
+        time.sleep(0.05)
+    raise AssertionError(f"{run} never logged step {step}")
 
 
 def test_shards_pack_one_task_per_batch_split_over_workers(root):
@@ -68,12 +127,10 @@ def test_in_batch_only_shards_need_no_negatives_and_train(root, tmp_path, capsys
     assert "--num-negatives 0 leaves" in capsys.readouterr().err
 
 
-def test_two_worker_training_lowers_the_loss_and_resume_matches(root, tmp_path):
+def test_two_worker_training_lowers_the_loss_and_resume_matches(root, full, tmp_path):
     batches = Catalog(root).manifest("shards", "vital-stage1").config["batches"]
-    steps = 3 * batches  # three epochs over the same batches
-    common = ["--root", root, "train", "--config", CONFIG, "--max-steps", str(steps)]
-    assert main(common + ["--run-name", "full"]) == 0
-    full = _losses(root, "full")
+    steps = _steps(root)
+    common = _train_args(root)
     assert [r["step"] for r in full] == list(range(1, steps + 1))
     first, last = np.mean([r["loss"] for r in full[:batches]]), np.mean([r["loss"] for r in full[-batches:]])
     assert last < first - 0.3, f"loss did not go down: epoch 1 {first:.3f}, epoch 3 {last:.3f}"
@@ -82,9 +139,7 @@ def test_two_worker_training_lowers_the_loss_and_resume_matches(root, tmp_path):
     assert main(common + ["--run-name", "split", "--stop-after", str(half)]) == 0
     assert main(common + ["--run-name", "split"]) == 2  # an existing run needs --resume
     assert main(common + ["--run-name", "split", "--resume"]) == 0
-    split = _losses(root, "split")
-    assert [r["step"] for r in split] == list(range(1, steps + 1))
-    assert np.allclose([r["loss"] for r in split], [r["loss"] for r in full], atol=1e-4)
+    assert_same_run(root, "split", full)
 
     out = str(tmp_path / "emb.parquet")
     texts = tmp_path / "texts.txt"
@@ -94,3 +149,41 @@ def test_two_worker_training_lowers_the_loss_and_resume_matches(root, tmp_path):
     table = pq.read_table(out)
     vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     assert vectors.shape == (2, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_a_killed_training_worker_restarts_from_the_checkpoint_and_ends_the_same(root, full):
+    # checkpoint_every is 10 in the config: kill a worker (SIGKILL) after step 12 is logged,
+    # while the run is in flight; Ray Train (FailureConfig) restarts the group from step 10.
+    steps = len(full)
+    outcome = []
+    run = threading.Thread(target=lambda: outcome.append(main(_train_args(root) + ["--run-name", "killed"])))
+    run.start()
+    try:
+        logged = _when_step_logged(root, "killed", 12)
+        workers = [p for p in psutil.Process().children(recursive=True)
+                   if "RayTrainWorker" in " ".join(p.cmdline())]
+        assert len(workers) == 2, workers
+        workers[-1].kill()
+    finally:
+        run.join(timeout=600)
+    assert logged < steps  # the kill landed mid-run
+    assert outcome == [0]
+    assert_same_run(root, "killed", full)
+
+
+def test_a_killed_driver_resumes_with_the_same_result(root, full):
+    temp_dir = tempfile.mkdtemp(prefix="qk")  # the killed driver's own local Ray
+    env = dict(os.environ, QUARRY_RAY_TMP=temp_dir, QUARRY_RAY_CPUS="2")
+    driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *_train_args(root), "--run-name", "driver"],
+                              env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        logged = _when_step_logged(root, "driver", 12)
+        driver.kill()
+        driver.wait(timeout=60)
+    finally:
+        stop(processes_of(temp_dir))  # whatever of its Ray outlived the driver
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert logged < len(full)
+    assert not os.path.exists(os.path.join(root, "models", "driver"))  # no model before the end
+    assert main(_train_args(root) + ["--run-name", "driver", "--resume"]) == 0
+    assert_same_run(root, "driver", full)
