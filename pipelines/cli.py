@@ -10,6 +10,7 @@ stage, and prints the result's summary; every default comes from the config clas
     quarry encode --model DIR ...      # embeddings of a file of texts
     quarry eval --model M [--model M2] # mteb scores on an examples split
     quarry datasets | show | query     # the catalog, a manifest, read-only SQL
+    quarry verify KIND NAME            # a version's files against their recorded sha256
     quarry submit -- COMMAND ...       # run a quarry command as a job on a Ray cluster
     quarry jobs [logs|stop ID]         # the cluster's jobs
 
@@ -167,6 +168,11 @@ def cmd_show(args, catalog: Catalog) -> None:
     print(format_manifest(catalog, args.kind, args.name, args.version))
 
 
+def cmd_verify(args, catalog: Catalog) -> None:
+    m = catalog.verify(args.kind, args.name, args.version)
+    print(f"{args.kind}/{args.name} {m.version}: {len(m.files)} file(s) match their recorded size and sha256")
+
+
 def cmd_query(args, catalog: Catalog) -> None:
     print_query(catalog, args.sql, args.at, args.format, args.out, args.max_rows)
 
@@ -256,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--version", help="default: latest")
     show.set_defaults(handler=cmd_show)
+
+    vf = sub.add_parser("verify", help="check a version's files against the sha256 its manifest recorded")
+    vf.add_argument("kind")
+    vf.add_argument("name")
+    vf.add_argument("--version", help="default: latest")
+    vf.set_defaults(handler=cmd_verify)
 
     q = sub.add_parser("query", help="read-only SQL (DuckDB) over the catalog")
     q.add_argument("sql")

@@ -168,7 +168,9 @@ def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: 
         raise InputError(f"--stop-after must be at least 1, got {stop_after}")
     if not catalog.root.is_local:
         raise InputError("training writes checkpoints and the model under a local data root for now")
-    shards = catalog.manifest("shards", cfg.shards)
+    # Every shard file against the sha256 its manifest recorded: a damaged file stops here,
+    # in one line, not as a parse error in a worker (or, worse, as silently different data).
+    shards = catalog.verify("shards", cfg.shards)
     check_shards(cfg, shards)
     num_batches = shards.config["batches"]
     total = cfg.total_steps(num_batches)

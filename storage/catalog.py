@@ -114,6 +114,20 @@ class Catalog:
         base = self.version_path(kind, name, m.version)
         return [posixpath.normpath(posixpath.join(base, f.path)) for f in m.files]
 
+    def verify(self, kind: str, name: str, version: str | None = None) -> Manifest:
+        """Check every file of a version against the size and sha256 its manifest recorded
+        at commit; a missing or changed file is a CatalogError naming it."""
+        m = self.manifest(kind, name, version)
+        for entry, path in zip(m.files, self.files(kind, name, m.version)):
+            where = f"{kind}/{name} {m.version}: {entry.path}"
+            info = self.root.fs.get_file_info(path)
+            if info.type == pafs.FileType.NotFound:
+                raise CatalogError(f"{where} is missing")
+            if info.size != entry.bytes or self.root.sha256(path) != entry.sha256:
+                raise CatalogError(f"{where} does not match its manifest (size or sha256 changed "
+                                   "since the commit): the version is damaged")
+        return m
+
     def attachment_path(self, kind: str, name: str, version: str, attachment: str) -> str:
         m = self.manifest(kind, name, version)
         if attachment not in m.attachments:

@@ -7,6 +7,7 @@ A value with a scheme (``file:///data/q``, ``s3://bucket/prefix``) goes through
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 from dataclasses import dataclass
@@ -50,6 +51,13 @@ class DataRoot:
             return []
         infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=False))
         return sorted(infos, key=lambda i: i.base_name)
+
+    def sha256(self, path: str, chunk: int = 8 << 20) -> str:
+        digest = hashlib.sha256()
+        with self.fs.open_input_stream(path) as f:
+            while block := f.read(chunk):
+                digest.update(block)
+        return digest.hexdigest()
 
     def read_bytes(self, path: str) -> bytes:
         with self.fs.open_input_stream(path) as f:

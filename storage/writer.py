@@ -4,7 +4,9 @@ A writer stages Parquet files in ``<dataset>/_staging/<txn>/`` (Ray Data writes 
 into ``writer.staging_dir``; small tables go through ``write_table``). ``commit()`` then
 
 1. checks every staged file has the same schema, counts rows, hashes the bytes;
-2. claims the next version number by creating its directory (``mkdir`` fails if taken);
+2. claims the next version number atomically: ``mkdir`` of its directory on a local root, a
+   conditional PUT (``If-None-Match: *``) of ``<version>/_claim.json`` on S3; a writer that
+   loses the race takes the next number, so concurrent writers never share a version;
 3. moves the files in as ``part-NNNNN.parquet``;
 4. writes ``_manifest.json`` last: that single write is the commit point.
 
@@ -15,6 +17,7 @@ debris and a re-run simply builds again under a fresh transaction id.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import uuid
@@ -26,11 +29,12 @@ import pyarrow.parquet as pq
 
 from storage.catalog import Catalog, utc_now
 from storage.errors import CatalogError
+from storage.exclusive import create_exclusive, supports_exclusive_create
 from storage.manifest import MANIFEST_NAME, FileEntry, InputRef, Manifest, describe_schema, encode_schema
 from storage.names import format_version, validate_name
 from storage.provenance import code_version
 
-_HASH_CHUNK = 8 << 20
+CLAIM_NAME = "_claim.json"  # object stores: the version number's owner (see _claim_version)
 
 
 class DatasetWriter:
@@ -182,11 +186,7 @@ class DatasetWriter:
         return entries, schema
 
     def _file_hash(self, path: str) -> str:
-        digest = hashlib.sha256()
-        with self.root.fs.open_input_stream(path) as f:
-            while chunk := f.read(_HASH_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return self.root.sha256(path)
 
     def _check_carried(self, carried: list[tuple[str, FileEntry]], schema: pa.Schema, have_staged: bool) -> pa.Schema:
         versions = {v for v, _ in carried}
@@ -201,7 +201,8 @@ class DatasetWriter:
         return schema if have_staged else old
 
     def _claim_version(self) -> tuple[str, str]:
-        """Create the next version directory; ``mkdir`` failing means another writer won."""
+        """Claim the next version number; failing to create its claim means another writer
+        won it, and the next number is tried."""
         base = self.catalog.dataset_path(self.kind, self.name)
         for _ in range(100):
             numbers = self.catalog.all_version_numbers(self.kind, self.name)
@@ -212,7 +213,13 @@ class DatasetWriter:
                     os.mkdir(path)
                 except FileExistsError:
                     continue
+            elif supports_exclusive_create(self.root):
+                claim = json.dumps({"txn": self.txn, "claimed_at": utc_now()}).encode()
+                if not create_exclusive(self.root, posixpath.join(path, CLAIM_NAME), claim):
+                    continue
             else:
+                # No atomic create on this filesystem: safe for one writer per dataset only
+                # (docs/storage.md).
                 if self.root.exists(path):
                     continue
                 self.root.fs.create_dir(path)
@@ -230,8 +237,6 @@ class DatasetWriter:
 
 def _jsonable(value: Any) -> Any:
     """Round-trip through JSON so manifests compare equal to what was written."""
-    import json
-
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 

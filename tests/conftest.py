@@ -32,6 +32,46 @@ def ray_local():
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def s3_server():
+    """An S3-compatible server (moto) on a free loopback port for one test module, with
+    throwaway credentials in the environment (Ray workers started later inherit them)."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update(S3_ENV)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "quarry-test", "AWS_SECRET_ACCESS_KEY": "quarry-test",
+          "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture
+def s3_root(s3_server, request):
+    """A fresh bucket; the root URI pyarrow and Quarry take (endpoint in the query)."""
+    import uuid
+
+    import boto3
+
+    bucket = f"quarry-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=f"http://{s3_server}", region_name="us-east-1").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/root?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+
+
 @pytest.fixture
 def catalog(tmp_path):
     from storage import Catalog
