@@ -13,6 +13,7 @@ keep a CPU.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Mapping, Protocol
 
@@ -29,6 +30,12 @@ log = logging.getLogger("quarry")
 # same vectors to 1e-7 (docs/benchmarks.md). GPU: room for 64 passages of 512 tokens.
 CPU_BATCH_TOKENS = 2048
 GPU_BATCH_TOKENS = 32768
+# A dead encoder actor (killed, out of memory, its node lost) is restarted and its
+# unfinished batch retried; the output is the same as without the failure, because blocks
+# are fixed before the pool starts and written in their own order. Ray Data's default is
+# to restart and retry without limit, which turns a batch that kills every actor into a
+# run that never ends; three of each, then the stage fails with Ray's error.
+ENCODER_RESTARTS = 3
 
 
 class EncoderRef(Protocol):
@@ -118,12 +125,18 @@ def embed_missing(texts: Mapping[str, str | tuple[str, str]], cache: EmbeddingCa
              batch_size, f" and {budget} padded tokens" if budget else "")
     block_rows = max(batch_size, min(4096, -(-len(missing) // max(4, 2 * concurrency))))
     blocks = [table.slice(i, block_rows) for i in range(0, table.num_rows, block_rows)]
-    ds = ray.data.from_arrow(blocks).map_batches(
-        EncoderActor,
-        fn_constructor_kwargs={"ref": model, "device": shape.device, "num_threads": shape.threads,
-                               "batch_size": batch_size, "max_batch_tokens": budget},
-        batch_size=batch_size * 8, batch_format="pyarrow", compute=ActorPoolStrategy(size=concurrency),
-        num_cpus=shape.num_cpus, num_gpus=shape.num_gpus)
+    with warnings.catch_warnings():
+        # Ray 2.60 warns that extra remote args (here the restart limits) go in 2.64, but
+        # offers no named parameter for them yet, and its actor pool's own comments still
+        # point here (ray/data/_internal/execution/operators/actor_pool_map_operator.py).
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ray.data.from_arrow(blocks).map_batches(
+            EncoderActor,
+            fn_constructor_kwargs={"ref": model, "device": shape.device, "num_threads": shape.threads,
+                                   "batch_size": batch_size, "max_batch_tokens": budget},
+            batch_size=batch_size * 8, batch_format="pyarrow", compute=ActorPoolStrategy(size=concurrency),
+            num_cpus=shape.num_cpus, num_gpus=shape.num_gpus,
+            max_restarts=ENCODER_RESTARTS, max_task_retries=ENCODER_RESTARTS)
     refs = ds.to_arrow_refs()
     sizes = block_sizes(refs)
     cache.check_dim(ray.get(refs[0]).schema.field("embedding").type.list_size)

@@ -1,6 +1,7 @@
 """quarry mine on a small corpus through real Ray: output rules, cache, Ray == in-process."""
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -10,6 +11,7 @@ from small_source import SMALL_COLUMNS, SMALL_SPEC, write_jsonl
 from miners.cache import EmbeddingCache, embeddings_table
 from miners.teacher import TeacherSpec, resolve_teacher
 from pipelines.cli import main
+from pipelines.embed_stage import embed_missing
 from pipelines.mine import MineConfig
 from pipelines.mine_search import search
 from pipelines.mine_select import SelectNegatives, select_on_ray
@@ -171,3 +173,42 @@ def test_cache_of_another_dimension_is_refused(tmp_path):
     with pytest.raises(CatalogError, match="holds 8-dimensional vectors but the teacher gives 384"):
         mine(MineConfig(examples="e", teacher=spec, depth=2, selection=SelectionConfig(num_negatives=1),
                         class_selection=SelectionConfig(strategy="topk", num_negatives=1)), catalog)
+
+
+def test_a_dead_encoder_actor_is_restarted_and_the_cache_is_byte_identical(setup, tmp_path):
+    from miners.teacher import text_key
+
+    # Defined here, not at module level, so that Ray pickles it by value into the actors.
+    class _DiesOnce:
+        """An encoder reference whose first actor dies (os._exit: the process is gone, as after a
+        SIGKILL or an OOM kill) in the middle of its second batch; later actors run normally."""
+
+        def __init__(self, inner, marker: str):
+            self.inner, self.marker = inner, marker
+
+        def load(self, device, num_threads):
+            encoder = self.inner.load(device, num_threads)
+            marker, calls = self.marker, [0]
+
+            class Encoder:
+                def encode_pairs(self, *args):
+                    calls[0] += 1
+                    if calls[0] == 2 and not os.path.exists(marker):
+                        open(marker, "w").close()
+                        os._exit(1)
+                    return encoder.encode_pairs(*args)
+
+            return Encoder()
+
+    texts = {text_key(t): t for t in setup["corpus"].column("extract").to_pylist()}
+    teacher = resolve_teacher(TeacherSpec())
+    marker = str(tmp_path / "died")
+    hashes = []
+    for name, ref in (("calm", teacher), ("killed", _DiesOnce(teacher, marker))):
+        catalog = Catalog(str(tmp_path / name))
+        cache = EmbeddingCache(catalog, teacher.cache_name, dim=None, config={})
+        stats = embed_missing(texts, cache, ref, batch_size=8)
+        assert stats.embedded == len(texts)
+        hashes.append(catalog.manifest("embeddings", teacher.cache_name).content_hash)
+    assert os.path.exists(marker)  # the actor did die mid-stage
+    assert hashes[0] == hashes[1]  # same bytes: no row lost, none twice
