@@ -43,7 +43,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 def start_local_ray(num_cpus: int, temp_dir: str, *, log_to_driver: bool) -> None:
     """A private Ray on this machine whose GCS, raylet, agents and workers listen on
     loopback only. Refuses to run (after shutting Ray down) if Ray chose another address."""
-    _keep_local_ray_on_loopback()
+    keep_ray_on_loopback()
     # Ray starts workers at nice 15 so that its control plane stays responsive on busy
     # shared nodes. On a private local Ray the workers are the job: at nice 15 the teacher's
     # intra-op threads lose the CPU to every wake-up of the driver and daemons. Measured on
@@ -78,7 +78,7 @@ def _drop_token_auth_enabled_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled")
 
 
-def _keep_local_ray_on_loopback() -> None:
+def keep_ray_on_loopback() -> None:
     # Every Ray server binds the *node IP* (ray-project/ray #55484, #59852), and
     # ray.init(_node_ip_address="127.0.0.1") is no help by itself: Ray's
     # services.resolve_ip_for_localhost swaps a loopback address for the machine's network

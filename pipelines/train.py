@@ -197,7 +197,8 @@ def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: 
              shards.version, f", resuming from step {_step_of(checkpoint)}" if checkpoint else "")
     trainer = TorchTrainer(
         functools.partial(run_worker, cfg, plan),
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     placement_strategy=cfg.placement),
         run_config=RunConfig(name=cfg.run_name, storage_path=runs,
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
                              # A dead worker restarts the group from the last checkpoint; the

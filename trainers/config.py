@@ -19,6 +19,7 @@ from storage import InputError, validate_name
 POOLING_MODES = ("latent_attention", "mean", "weighted_mean", "last_token")
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 PARALLEL_STRATEGIES = ("ddp", "fsdp")
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement group strategies
 
 
 @dataclass
@@ -77,6 +78,9 @@ class TrainConfig:
     num_workers: int = 2
     use_gpu: bool = False
     strategy: str = "ddp"  # ddp | fsdp (large backbones)
+    # How Ray places the workers: PACK fills a node first (the fewest nodes: NVLink, no
+    # network between GPUs of one node), SPREAD puts them on as many nodes as it can.
+    placement: str = "PACK"
     bf16: bool | None = None  # None: on when training on GPUs
     gradient_checkpointing: bool = False
     checkpoint_every: int = 10
@@ -89,6 +93,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         validate_name(self.run_name, "run name")
         validate_name(self.shards)
+        if self.placement not in PLACEMENTS:
+            raise InputError(f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
         if self.strategy not in PARALLEL_STRATEGIES:
             raise InputError(f"strategy must be ddp or fsdp, got {self.strategy!r}")
         if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:

@@ -40,3 +40,9 @@ def test_max_failures_is_validated():
     assert TrainConfig(max_failures=-1).max_failures == -1
     with pytest.raises(InputError, match="max_failures must be -1"):
         TrainConfig(max_failures=-2)
+
+
+def test_placement_is_one_of_rays_strategies():
+    assert TrainConfig().placement == "PACK"
+    with pytest.raises(InputError, match="placement must be one of PACK, SPREAD"):
+        TrainConfig(placement="spread-out")
