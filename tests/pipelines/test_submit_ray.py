@@ -39,7 +39,13 @@ def head(tmp_path_factory):
     dashboard_port, gcs_port = _free_port(), _free_port()
     start = [os.path.join(BIN, "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
              f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-             "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+             "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+             # Ray's fixed defaults (52365 for the dashboard agent, 10001 for the client
+             # server, ...) collide with any other Ray on the machine, and a head whose agent
+             # cannot bind answers "No available agent" to every submission: free ports only.
+             *(f"--{flag}={_free_port()}" for flag in (
+                 "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "ray-client-server-port",
+                 "metrics-export-port", "runtime-env-agent-port"))]
     proc = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     base = tmp_path_factory.mktemp("submit")
