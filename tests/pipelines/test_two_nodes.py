@@ -1,6 +1,9 @@
 """Two raylets on this machine (``ray.cluster_utils.Cluster``, both on 127.0.0.1, 2 CPUs
 each) sharing one data root: mining's encoder actors and Ray Train's workers land on both
-nodes, and the results equal the single-node ones."""
+nodes, and the results equal the single-node ones.
+
+Slow-marked (about 2¾ minutes on 2 cores) to keep `make test` within its budget; run it with
+``pytest -m slow tests/pipelines/test_two_nodes.py``."""
 
 import os
 import shutil
@@ -17,6 +20,8 @@ from small_source import SMALL_COLUMNS, SMALL_SPEC, write_jsonl
 from pipelines.cli import main
 from pipelines.sources import load_embedded_table
 from storage import Catalog
+
+pytestmark = pytest.mark.slow
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "train", "tiny-decoder.yaml")
 
