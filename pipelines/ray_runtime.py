@@ -1,9 +1,10 @@
 """Start or join Ray, the same way for every stage.
 
 ``RAY_ADDRESS`` set: join that cluster. Otherwise start a private local Ray with the
-dashboard off, token authentication on, and every listener of every Ray process on
-loopback (``start_local_ray``; measured by tests/pipelines/test_ray_loopback.py, see
-docs/operations.md). Stages never call ``ray.init`` themselves.
+dashboard off, token authentication on, and Ray's own servers (GCS, raylet, agents, every
+worker's) on loopback (``start_local_ray``; measured by tests/pipelines/test_ray_loopback.py).
+One listener escapes: torch.distributed's rendezvous store in a training run's rank-0
+worker binds every interface (docs/operations.md). Stages never call ``ray.init`` themselves.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 
 def start_local_ray(num_cpus: int, temp_dir: str, *, log_to_driver: bool) -> None:
-    """A private Ray on this machine whose GCS, raylet, agents and workers listen on
+    """A private Ray on this machine whose GCS, raylet, agents and workers' servers listen on
     loopback only. Refuses to run (after shutting Ray down) if Ray chose another address."""
     keep_ray_on_loopback()
     # Ray starts workers at nice 15 so that its control plane stays responsive on busy
