@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import logging
 import os
 import shlex
@@ -195,6 +196,4 @@ def _check_job(client, job_id: str) -> None:
 def _time(ms: int | None) -> str:
     if not ms:
         return "-"
-    import datetime as dt
-
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")

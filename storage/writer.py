@@ -120,7 +120,7 @@ class DatasetWriter:
             self.abort()
             raise CatalogError(f"refusing to commit an empty version of {self.kind}/{self.name}: "
                                "no rows were written")
-        file_hashes = [self._file_hash(e[0]) for e in entries]
+        file_hashes = [self.root.sha256(e[0]) for e in entries]
         # Paths stay relative to the new version folder; normpath also resolves files that
         # version v itself carried ("../v0002/../v0001/part-00000.parquet" -> "../v0001/...").
         carried_entries = [FileEntry(posixpath.normpath(posixpath.join("..", v, f.path)), f.rows, f.bytes, f.sha256)
@@ -184,9 +184,6 @@ class DatasetWriter:
         if schema is None:
             schema = pa.schema([])
         return entries, schema
-
-    def _file_hash(self, path: str) -> str:
-        return self.root.sha256(path)
 
     def _check_carried(self, carried: list[tuple[str, FileEntry]], schema: pa.Schema, have_staged: bool) -> pa.Schema:
         versions = {v for v, _ in carried}
