@@ -49,7 +49,8 @@ class DataRoot:
         """Immediate children of ``path`` (empty if it does not exist), sorted by name."""
         if not self.is_dir(path):
             return []
-        infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=False))
+        # allow_not_found: another writer may remove the folder between the two calls.
+        infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
         return sorted(infos, key=lambda i: i.base_name)
 
     def sha256(self, path: str, chunk: int = 8 << 20) -> str:
