@@ -86,3 +86,39 @@ def test_a_fresh_cli_process_starts_ray_on_loopback_only():
     # Token auth stays on (Ray's default for a new local cluster); only its notice is gone.
     assert "Token authentication is enabled" not in proc.stderr
     assert "token" in proc.stdout.strip().splitlines()[-2]
+
+
+def _train_listeners(torch_config, out_dir) -> dict[int, list]:
+    """Listening sockets of each training worker's process once its process group is up."""
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    def loop(config):
+        import psutil  # inside: the workers cannot import this test's helper modules
+        import ray.train
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank has joined: the store and gloo's pairs are listening
+        mine = [(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections("inet")
+                if c.status == psutil.CONN_LISTEN]
+        with open(os.path.join(config["out"], f"{ray.train.get_context().get_world_rank()}.json"), "w") as f:
+            json.dump(mine, f)
+        dist.barrier()
+
+    out_dir.mkdir()
+    TorchTrainer(loop, train_loop_config={"out": str(out_dir)}, scaling_config=ScalingConfig(num_workers=2),
+                 torch_config=torch_config).fit()
+    return {int(p.stem): json.loads(p.read_text()) for p in out_dir.glob("*.json")}
+
+
+def test_training_workers_rendezvous_on_loopback_only(tmp_path):
+    from ray.train.torch import TorchConfig
+
+    from pipelines.train_rendezvous import BoundStoreTorchConfig
+
+    # Ray's own setup: torch's TCPStore in rank 0 binds every interface (the test can fail).
+    ray_own = _train_listeners(TorchConfig(), tmp_path / "ray")
+    assert [x for x in ray_own[0] if not is_loopback(x[0])] != [], ray_own
+    ours = _train_listeners(BoundStoreTorchConfig(), tmp_path / "bound")
+    assert sorted(ours) == [0, 1] and ours[0], ours  # rank 0 hosts the store, so it listens
+    assert [x for rank in ours.values() for x in rank if not is_loopback(x[0])] == [], ours
