@@ -149,7 +149,7 @@ def save_untrained_student(catalog: Catalog, base: TrainConfig, shards_name: str
     if os.path.isdir(out):
         return UNTRAINED
     torch.manual_seed(base.seed)
-    model = EmbeddingModel.from_pretrained(resolve_backbone(base, catalog), pooling=base.pooling,
+    model = EmbeddingModel.from_pretrained(resolve_backbone(base, catalog).local, pooling=base.pooling,
                                            bidirectional=base.bidirectional, max_length=base.saved_max_length,
                                            trust_remote_code=base.trust_remote_code)
     model.config.prompts = task_prompts(catalog, catalog.manifest("shards", shards_name))

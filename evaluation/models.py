@@ -40,10 +40,11 @@ class QuarryModelRef:
     """A folder ``EmbeddingModel.save_pretrained`` wrote."""
 
     name: str  # as the user gave it
-    path: str
+    path: str  # a local folder (on an object-store root: the driver's cached copy)
     fingerprint: str
     max_length: int
     kind: str = QUARRY
+    origin: tuple[str, str] | None = None  # (root uri, path inside it) of a model kept on an object store
 
     @property
     def cache_name(self) -> str:
@@ -78,7 +79,13 @@ class QuarryPairEncoder:
         if num_threads:
             torch.set_num_threads(num_threads)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = EmbeddingModel.from_pretrained(ref.path, max_length=ref.max_length).to(self.device).eval()
+        path = ref.path
+        if ref.origin:  # this actor may run on another node than the driver: its own cached copy
+            from storage import DataRoot
+            from storage.published import fetch_dir
+
+            path = fetch_dir(DataRoot.resolve(ref.origin[0]), ref.origin[1])
+        self.model = EmbeddingModel.from_pretrained(path, max_length=ref.max_length).to(self.device).eval()
         self.dim = self.model.pooler_dim()
 
     def encode_pairs(self, instructions: list[str], texts: list[str], batch_size: int = 32,

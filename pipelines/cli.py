@@ -138,8 +138,11 @@ def cmd_train(args, catalog: Catalog) -> None:
 
 def cmd_encode(args, catalog: Catalog) -> None:
     from pipelines.encode import encode_file
+    from storage.published import fetch_dir, saved_model
 
-    cfg = EncodeConfig(model=args.model, input=args.input, out=args.out, text_column=args.text_column,
+    # A run name means <root>/models/<name> (copied to the local cache from an object store).
+    saved = None if os.path.isdir(args.model) else saved_model(catalog.root, args.model)
+    cfg = EncodeConfig(model=fetch_dir(catalog.root, saved) if saved else args.model, input=args.input, out=args.out, text_column=args.text_column,
                        instruction=args.instruction, batch_size=args.batch_size)
     print(f"wrote {encode_file(cfg)} embeddings to {cfg.out}")
 
@@ -310,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(handler=cmd_train)
 
     en = sub.add_parser("encode", help="embed texts with a trained (or any) model")
-    en.add_argument("--model", required=True, help="a saved Quarry model folder, or a backbone path")
+    en.add_argument("--model", required=True,
+                    help="a run name with a model under <root>/models, a saved Quarry model folder, or a backbone path")
     en.add_argument("--input", required=True, help="JSONL, Parquet or plain text (one text per line)")
     en.add_argument("--out", required=True, help="output Parquet: the input columns + embedding")
     en.add_argument("--text-column", default=default(EncodeConfig, "text_column"))

@@ -11,9 +11,11 @@ saved Quarry model, and to the append-only ``evals/<examples>`` dataset (view ``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import posixpath
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -22,7 +24,9 @@ from evaluation.models import QUARRY, ModelRef, resolve_model
 from evaluation.mteb_tasks import EVALUABLE_TYPES, METRICS, TaskData, mteb_task
 from miners.cache import EmbeddingCache, EmbedStats
 from pipelines.examples import choose_tasks, examples_corpus, task_types
-from storage import Catalog, InputError, format_table
+from storage import Catalog, DataRoot, InputError, format_table
+from storage.packaged import is_packaged
+from storage.published import fetch_dir, saved_model
 from storage.seeding import stable_unit
 
 log = logging.getLogger("quarry")
@@ -152,7 +156,12 @@ def load_task_data(cfg: EvalConfig, catalog: Catalog) -> tuple[list[TaskData], s
         rows = rows_by_task[task]
         scored = [r for r in rows if r["split"] == cfg.split]
         if not scored:
-            raise InputError(f"task {task} has no examples in the {cfg.split} split of examples/{cfg.examples}")
+            if cfg.tasks:  # named by the user: say so
+                raise InputError(f"task {task} has no examples in the {cfg.split} split of examples/{cfg.examples}")
+            # Every task by default: a small build (--limit) can leave a task without one.
+            log.warning("eval: leaving out %s: no examples in the %s split of examples/%s", task, cfg.split,
+                        cfg.examples)
+            continue
         data = TaskData(name=task, task_type=task_type, split=cfg.split, instruction=scored[0]["instruction"] or "")
         if task_type == "retrieval":
             if corpus is None:
@@ -174,6 +183,8 @@ def load_task_data(cfg: EvalConfig, catalog: Catalog) -> tuple[list[TaskData], s
             data.pairs = [(r["query"], r["positive"]) for r in scored]
             data.scores = [float(r["score"]) for r in scored]
         out.append(data)
+    if not out:
+        raise InputError(f"examples/{cfg.examples} has no examples in the {cfg.split} split to score")
     return out, manifest.version
 
 
@@ -235,27 +246,40 @@ def _in_order(task_results, tasks: list[TaskData]):
     return [by_name[t.name] for t in tasks]
 
 
+def model_ref(name: str, root: DataRoot, max_length: int | None) -> ModelRef:
+    """``name`` as ``resolve_model`` takes it, where a run name means ``<root>/models/<name>``
+    (on an object-store root: copied to the local cache, and fetched by each encoder actor)."""
+    if root.is_local:
+        return resolve_model(name, root.path("models"), max_length)
+    saved = None if os.path.isdir(name) or is_packaged(name) else saved_model(root, name)
+    if saved is None:
+        return resolve_model(name, None, max_length)
+    ref = resolve_model(fetch_dir(root, saved), None, max_length)
+    return dataclasses.replace(ref, name=name, origin=(root.uri, saved)) if ref.kind == QUARRY else ref
+
+
 def evaluate(cfg: EvalConfig, catalog: Catalog) -> EvalResult:
-    models_dir = catalog.root.path("models") if catalog.root.is_local else None
-    refs = [resolve_model(m, models_dir, cfg.max_length) for m in cfg.models]
+    refs = [model_ref(m, catalog.root, cfg.max_length) for m in cfg.models]
     tasks, version = load_task_data(cfg, catalog)
     result = EvalResult(cfg.examples, version, cfg.split, [evaluate_model(r, tasks, cfg, catalog, version) for r in refs])
     if cfg.write:
         for ref, model_eval in zip(refs, result.models):
             if ref.kind == QUARRY:
-                write_eval_json(ref.path, result, model_eval)
+                # Beside the model where it is kept: on the data root for a run name there.
+                at_root = ref.origin is not None
+                write_eval_json(catalog.root if at_root else DataRoot.resolve("/"),
+                                ref.origin[1] if at_root else ref.path, result, model_eval)
         result.evals_version = append_evals(catalog, result, cfg)
     return result
 
 
-def write_eval_json(model_dir: str, result: EvalResult, model_eval: ModelEval) -> None:
+def write_eval_json(root: DataRoot, model_dir: str, result: EvalResult, model_eval: ModelEval) -> None:
     """``eval.json`` beside the model, whole or not at all (it is left out of the model's fingerprint)."""
-    path = os.path.join(model_dir, EVAL_JSON)
+    path = posixpath.join(model_dir, EVAL_JSON)
     previous = {}
-    if os.path.isfile(path):
+    if root.exists(path):
         try:
-            with open(path, encoding="utf-8") as f:
-                previous = json.load(f)
+            previous = json.loads(root.read_bytes(path))
         except (OSError, ValueError):
             previous = {}
     runs = previous.get("evaluations", []) if isinstance(previous, dict) else []
@@ -263,10 +287,7 @@ def write_eval_json(model_dir: str, result: EvalResult, model_eval: ModelEval) -
     runs = [r for r in runs if (r.get("examples"), r.get("examples_version"), r.get("split")) != key]
     runs.append({"examples": result.examples, "examples_version": result.examples_version, "split": result.split,
                  **model_eval.to_dict()})
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"evaluations": runs}, f, indent=2)
-    os.replace(tmp, path)
+    root.write_bytes_atomic(path, json.dumps({"evaluations": runs}, indent=2).encode("utf-8"))
 
 
 def append_evals(catalog: Catalog, result: EvalResult, cfg: EvalConfig) -> str:

@@ -85,7 +85,7 @@ def run_main_job(cfg: MainJobConfig, catalog: Catalog, show: Callable[[str], Non
     stage_done(shards.summary())
 
     state = run_state(train_cfg, catalog)
-    model_dir = catalog.root.path("models", train_cfg.run_name)
+    model_dir = catalog.root.display(catalog.root.path("models", train_cfg.run_name))
     if state.finished:
         stage_done(f"train: run {train_cfg.run_name} already finished ({state.done} steps); model in {model_dir} "
                    f"(delete runs/{train_cfg.run_name} to train again)")

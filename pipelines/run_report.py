@@ -11,10 +11,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import posixpath
 from dataclasses import dataclass
 
 from pipelines.evaluate import EvalResult, ModelEval
 from storage import Catalog
+from trainers.run_files import METRICS_FILE
 
 
 @dataclass(frozen=True)
@@ -68,15 +70,14 @@ def verdict(result: EvalResult, teacher: ModelEval, trained: ModelEval, trained_
     return Verdict(teacher.model, trained.model, result.split, tuple(rows), tuple(trained_tasks))
 
 
-def loss_curve_png(metrics_path: str) -> bytes | None:
-    if not os.path.isfile(metrics_path):
+def loss_curve_png(metrics_jsonl: str | None) -> bytes | None:
+    if not metrics_jsonl:
         return None
     steps: dict[int, float] = {}
-    with open(metrics_path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                steps[int(row["step"])] = float(row["loss"])  # a resumed run repeats steps: the last wins
+    for line in metrics_jsonl.splitlines():
+        if line.strip():
+            row = json.loads(line)
+            steps[int(row["step"])] = float(row["loss"])  # a resumed run repeats steps: the last wins
     if not steps:
         return None
     import matplotlib
@@ -124,18 +125,21 @@ def _png(fig) -> bytes:
 
 def write_run_report(catalog: Catalog, run_dir: str, v: Verdict, result: EvalResult, negatives: tuple[str, str],
                      summaries: list[str]) -> str:
-    """``report.md`` in the run folder, with its PNGs; returns its path."""
-    os.makedirs(run_dir, exist_ok=True)
-    images: dict[str, bytes | None] = {"eval.png": eval_bars_png(v),
-                                       "loss.png": loss_curve_png(os.path.join(run_dir, "metrics.jsonl"))}
-    neg_dir = catalog.root.path("negatives", negatives[0], negatives[1])
-    scores_png = os.path.join(neg_dir, "scores.png")
-    if os.path.isfile(scores_png):
-        with open(scores_png, "rb") as f:
-            images["mining-scores.png"] = f.read()
+    """``report.md`` in the run folder (on the data root), with its PNGs; returns where, as a
+    user names it."""
+    root = catalog.root
+    metrics = posixpath.join(run_dir, METRICS_FILE)
+    images: dict[str, bytes | None] = {
+        "eval.png": eval_bars_png(v),
+        "loss.png": loss_curve_png(root.read_bytes(metrics).decode("utf-8") if root.exists(metrics) else None)}
+    scores_png = root.path("negatives", negatives[0], negatives[1], "scores.png")
+    if root.exists(scores_png):
+        images["mining-scores.png"] = root.read_bytes(scores_png)
+    if root.is_local:
+        os.makedirs(run_dir, exist_ok=True)
     for name, data in images.items():
         if data:
-            _write_atomic(os.path.join(run_dir, name), data)
+            root.write_bytes_atomic(posixpath.join(run_dir, name), data)
     lines = [f"# Quarry run report: {v.trained}", "", "## Verdict", "", "```", v.text(), "```", "",
              "## Evaluation", "", f"examples/{result.examples} {result.examples_version}, {result.split} split; "
              "metrics from mteb's evaluators.", "", "```", result.table(), "```", "", "![evaluation](eval.png)", ""]
@@ -145,16 +149,9 @@ def write_run_report(catalog: Catalog, run_dir: str, v: Verdict, result: EvalRes
         lines += ["## Mining", "", f"negatives/{negatives[0]} {negatives[1]}: teacher scores of positives, chosen "
                   "negatives and rejected candidates.", "", "![mining scores](mining-scores.png)", ""]
     lines += ["## Stages", "", "```", *summaries, "```", ""]
-    path = os.path.join(run_dir, "report.md")
-    _write_atomic(path, "\n".join(lines).encode("utf-8"))
-    return path
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    path = posixpath.join(run_dir, "report.md")
+    root.write_bytes_atomic(path, "\n".join(lines).encode("utf-8"))
+    return root.display(path)
 
 
 __all__ = ["Verdict", "TaskVerdict", "verdict", "write_run_report"]

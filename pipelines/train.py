@@ -4,24 +4,29 @@ on Ray Train (``TorchTrainer``, DDP by default, FSDP as an option).
 The driver resolves everything a worker needs (backbone folder, shard files, step count,
 output paths) into a ``WorkerPlan`` and hands each worker ``run_worker(cfg, plan)``.
 Checkpoints (trainable weights: LoRA + pooling head; optimizer; scheduler; step) go to
-``<root>/runs/<run_name>`` through Ray Train; TensorBoard logs to
-``<root>/runs/<run_name>/tb``; the final model to ``<root>/models/<run_name>``.
+``<root>/runs/<run_name>`` through Ray Train, on any data root (``storage_filesystem``);
+``metrics.jsonl`` and TensorBoard logs beside them; the final model to
+``<root>/models/<run_name>`` (``trainers.run_files`` says how each appears whole on an
+object store, and what stays in the local cache).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import posixpath
-import shutil
+import tempfile
 from dataclasses import dataclass
 
+import pyarrow.fs as pafs
 import yaml
 
 from pipelines.ray_runtime import ensure_ray
-from storage import Catalog, InputError, Manifest, first_line, resolve_packaged
+from storage import Catalog, DataRoot, InputError, Manifest, first_line, resolve_packaged
 from storage.packaged import is_packaged
+from storage.published import fetch_dir, is_published, publish_dir
 from trainers.config import TrainConfig
 
 log = logging.getLogger("quarry")
@@ -46,46 +51,72 @@ def load_train_config(path: str, overrides: dict | None = None) -> TrainConfig:
     return TrainConfig.from_dict(raw, where=os.path.basename(path))
 
 
-def resolve_backbone(cfg: TrainConfig, catalog: Catalog) -> str:
-    """A local folder for the backbone: a stage-1 model (``init_from``), the packaged MiniLM,
-    a tiny decoder built on demand, or the path / hub id as given."""
+@dataclass(frozen=True)
+class Backbone:
+    """Where the model starts from: a local folder (or hub id) for the driver, and, for a
+    model kept on an object-store root, its path there, which every worker fetches."""
+
+    local: str
+    on_root: str | None = None
+
+
+def resolve_backbone(cfg: TrainConfig, catalog: Catalog) -> Backbone:
+    """The backbone: a stage-1 model (``init_from``), the packaged MiniLM, a tiny decoder
+    built on demand, or the path / hub id as given."""
+    root = catalog.root
     if cfg.init_from:
-        path = cfg.init_from if os.path.isdir(cfg.init_from) else catalog.root.path("models", cfg.init_from)
-        if not os.path.isdir(path):
-            raise InputError(f"init_from: no saved model at {cfg.init_from} (nor {path})")
-        return path
+        if os.path.isdir(cfg.init_from):
+            return Backbone(cfg.init_from)
+        saved = root.path("models", cfg.init_from)
+        if not is_published(root, saved):
+            raise InputError(f"init_from: no saved model at {cfg.init_from} (nor {root.uri} models/{cfg.init_from})")
+        return Backbone(fetch_dir(root, saved), None if root.is_local else saved)
     if is_packaged(cfg.backbone):
-        return resolve_packaged(cfg.backbone)
+        return Backbone(resolve_packaged(cfg.backbone))
     if cfg.backbone.startswith(TINY_PREFIX):
-        from pipelines.sources import load_embedded_table
-        from trainers.tiny import FAMILIES, build_tiny_decoder
-
-        family = cfg.backbone[len(TINY_PREFIX):]
-        if family not in FAMILIES:
-            raise InputError(f"backbone {cfg.backbone}: tiny decoders are {', '.join(TINY_PREFIX + f for f in FAMILIES)}")
-        if not catalog.root.is_local:
-            raise InputError("tiny decoders are built on a local data root")
-        texts = load_embedded_table("en", 400).column("extract").to_pylist()
-        return build_tiny_decoder(family, catalog.root.path("models", f"_tiny-{family}"), texts, seed=cfg.seed)
-    return cfg.backbone
+        return _tiny_backbone(cfg, root)
+    return Backbone(cfg.backbone)
 
 
-def latest_checkpoint(run_dir: str):
-    """The checkpoint with the highest step under a run folder, or None."""
-    from ray.train import Checkpoint
+def _tiny_backbone(cfg: TrainConfig, root: DataRoot) -> Backbone:
+    from pipelines.sources import load_embedded_table
+    from trainers.tiny import FAMILIES, build_tiny_decoder
 
-    from trainers.train_loop import STATE_FILE, load_state
+    family = cfg.backbone[len(TINY_PREFIX):]
+    if family not in FAMILIES:
+        raise InputError(f"backbone {cfg.backbone}: tiny decoders are {', '.join(TINY_PREFIX + f for f in FAMILIES)}")
+    texts = load_embedded_table("en", 400).column("extract").to_pylist()
+    path = root.path("models", f"_tiny-{family}")
+    if root.is_local:
+        return Backbone(build_tiny_decoder(family, path, texts, seed=cfg.seed))
+    if not is_published(root, path):  # built here once, then kept on the root like any model
+        with tempfile.TemporaryDirectory(prefix="quarry-tiny-") as d:
+            publish_dir(root, build_tiny_decoder(family, d, texts, seed=cfg.seed), path)
+    return Backbone(fetch_dir(root, path), path)
 
-    best, best_step = None, -1
-    if not os.path.isdir(run_dir):
-        return None
-    for entry in os.listdir(run_dir):
-        folder = os.path.join(run_dir, entry)
-        if os.path.isfile(os.path.join(folder, STATE_FILE)):
-            step = load_state(folder)["step"]
-            if step > best_step:
-                best, best_step = folder, step
-    return Checkpoint.from_directory(best) if best else None
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    path: str  # inside the data root
+    step: int
+
+
+def latest_checkpoint(root: DataRoot, run_dir: str) -> CheckpointRef | None:
+    """The checkpoint with the highest step under a run folder, or None. A checkpoint counts
+    once both its state and its metrics are there (Ray uploads them file by file)."""
+    from trainers.train_loop import CHECKPOINT_METRICS, STATE_FILE
+
+    best = None
+    for entry in root.list_dir(run_dir):
+        metrics = posixpath.join(entry.path, CHECKPOINT_METRICS)
+        if entry.type != pafs.FileType.Directory or not root.exists(posixpath.join(entry.path, STATE_FILE)):
+            continue
+        if not root.exists(metrics):
+            continue
+        step = int(json.loads(root.read_bytes(metrics))["step"])
+        if best is None or step > best.step:
+            best = CheckpointRef(entry.path, step)
+    return best
 
 
 @dataclass
@@ -100,8 +131,8 @@ class RunState:
 
 def run_state(cfg: TrainConfig, catalog: Catalog) -> RunState:
     shards = catalog.manifest("shards", cfg.shards)
-    checkpoint = latest_checkpoint(catalog.root.path("runs", cfg.run_name))
-    return RunState(done=_step_of(checkpoint) if checkpoint else None, total=cfg.total_steps(shards.config["batches"]))
+    checkpoint = latest_checkpoint(catalog.root, catalog.root.path("runs", cfg.run_name))
+    return RunState(done=checkpoint.step if checkpoint else None, total=cfg.total_steps(shards.config["batches"]))
 
 
 def discard_uncheckpointed_run(cfg: TrainConfig, catalog: Catalog) -> bool:
@@ -109,11 +140,12 @@ def discard_uncheckpointed_run(cfg: TrainConfig, catalog: Catalog) -> bool:
 
     Returns whether there was one. A run with a checkpoint is never touched.
     """
-    run_dir = catalog.root.path("runs", cfg.run_name)
-    if not os.path.isdir(run_dir) or latest_checkpoint(run_dir) is not None:
+    root = catalog.root
+    run_dir = root.path("runs", cfg.run_name)
+    if not root.is_dir(run_dir) or latest_checkpoint(root, run_dir) is not None:
         return False
-    log.info("train: %s has no checkpoint; starting it again", run_dir)
-    shutil.rmtree(run_dir)
+    log.info("train: %s has no checkpoint; starting it again", root.display(run_dir))
+    root.fs.delete_dir(run_dir)
     return True
 
 
@@ -121,13 +153,14 @@ def discard_uncheckpointed_run(cfg: TrainConfig, catalog: Catalog) -> bool:
 class TrainResult:
     run_name: str
     metrics: dict  # the last step's: step, loss, lr, task, examples_per_s, tokens_per_s
-    model_dir: str
+    model_dir: str  # as a user names it: a local path, or s3://...
     run_dir: str
+    tensorboard_dir: str  # local: the run's own on a local root, the rank-0 node's copy on an object store
 
     def summary(self) -> str:
         return (f"trained {self.run_name}: step {self.metrics.get('step')}, loss "
                 f"{self.metrics.get('loss', float('nan')):.4f}; model in {self.model_dir}; "
-                f"TensorBoard: tensorboard --logdir {self.run_dir}/tb")
+                f"TensorBoard: tensorboard --logdir {self.tensorboard_dir}")
 
 
 def check_shards(cfg: TrainConfig, shards: Manifest) -> None:
@@ -161,58 +194,54 @@ def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from pipelines.train_rendezvous import BoundStoreTorchConfig
     from trainers.model import load_backbone_config
+    from trainers.run_files import TENSORBOARD_DIR, RunFiles
     from trainers.train_loop import WorkerPlan, run_worker
 
     if stop_after is not None and stop_after < 1:
         raise InputError(f"--stop-after must be at least 1, got {stop_after}")
-    if not catalog.root.is_local:
-        raise InputError("training writes checkpoints and the model under a local data root for now")
     # Every shard file against the sha256 its manifest recorded: a damaged file stops here,
     # in one line, not as a parse error in a worker (or, worse, as silently different data).
     shards = catalog.verify("shards", cfg.shards)
     check_shards(cfg, shards)
     num_batches = shards.config["batches"]
     total = cfg.total_steps(num_batches)
-    runs = catalog.root.path("runs")
-    run_dir = posixpath.join(runs, cfg.run_name)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
+    root = catalog.root
+    files = RunFiles.for_run(root, cfg.run_name)
+    checkpoint = latest_checkpoint(root, files.run_dir) if resume else None
     if resume and checkpoint is None:
-        raise InputError(f"--resume: run {cfg.run_name} has no checkpoint under {run_dir}")
-    if not resume and os.path.isdir(run_dir) and any(e != "tb" for e in os.listdir(run_dir)):
-        raise InputError(f"run {cfg.run_name} already exists under {run_dir}: pass --resume, or choose another "
-                         "run_name")
+        raise InputError(f"--resume: run {cfg.run_name} has no checkpoint under {root.display(files.run_dir)}")
+    if not resume and any(e.base_name != TENSORBOARD_DIR for e in root.list_dir(files.run_dir)):
+        raise InputError(f"run {cfg.run_name} already exists under {root.display(files.run_dir)}: pass --resume, "
+                         "or choose another run_name")
     backbone = resolve_backbone(cfg, catalog)
-    load_backbone_config(backbone, cfg.trust_remote_code)  # a bad backbone is one line here, not a worker crash
-    os.makedirs(run_dir, exist_ok=True)
+    load_backbone_config(backbone.local, cfg.trust_remote_code)  # a bad backbone is one line here, not a worker crash
+    if root.is_local:
+        os.makedirs(files.run_dir, exist_ok=True)
     ensure_ray()
-    model_dir = catalog.root.path("models", cfg.run_name)
-    plan = WorkerPlan(backbone_path=backbone, root_uri=catalog.root.uri,
+    plan = WorkerPlan(backbone_path=backbone.local, backbone_on_root=backbone.on_root, root_uri=root.uri,
                       shard_files=tuple(catalog.files("shards", cfg.shards, shards.version)), num_batches=num_batches,
                       total_steps=total, stop_after=stop_after, resume_from=checkpoint.path if checkpoint else None,
-                      model_dir=model_dir, tensorboard_dir=posixpath.join(run_dir, "tb"),
-                      metrics_path=posixpath.join(run_dir, "metrics.jsonl"), prompts=task_prompts(catalog, shards))
+                      files=files, prompts=task_prompts(catalog, shards))
     log.info("train: %s on %d %s worker(s), %d steps over %d global batches of shards/%s %s%s",
              cfg.run_name, cfg.num_workers, "GPU" if cfg.use_gpu else "CPU", total, num_batches, cfg.shards,
-             shards.version, f", resuming from step {_step_of(checkpoint)}" if checkpoint else "")
+             shards.version, f", resuming from step {checkpoint.step}" if checkpoint else "")
     trainer = TorchTrainer(
         functools.partial(run_worker, cfg, plan),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      placement_strategy=cfg.placement),
-        run_config=RunConfig(name=cfg.run_name, storage_path=runs,
+        torch_config=BoundStoreTorchConfig(),  # the rendezvous store listens on rank 0's node address only
+        # Checkpoints go straight to the data root, object stores included (Ray uploads them).
+        run_config=RunConfig(name=cfg.run_name, storage_path=root.path("runs"), storage_filesystem=root.fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
                              # A dead worker restarts the group from the last checkpoint; the
                              # loop's seeding makes the restarted run equal an undisturbed one.
                              failure_config=FailureConfig(max_failures=cfg.max_failures)))
     result = trainer.fit()
     metrics = dict(result.metrics or {})
+    model_dir = root.display(files.model_dir)
     log.info("train: done at step %s, loss %.4f; model saved to %s", metrics.get("step"), metrics.get("loss", float("nan")),
              model_dir)
-    return TrainResult(run_name=cfg.run_name, metrics=metrics, model_dir=model_dir, run_dir=run_dir)
-
-
-def _step_of(checkpoint) -> int:
-    from trainers.train_loop import load_state
-
-    with checkpoint.as_directory() as d:
-        return load_state(d)["step"]
+    return TrainResult(run_name=cfg.run_name, metrics=metrics, model_dir=model_dir, run_dir=root.display(files.run_dir),
+                       tensorboard_dir=files.tensorboard_dir)

@@ -20,12 +20,17 @@ _VERSION = re.compile(r"v([0-9]{4,9})")
 
 def validate_name(name: str, what: str = "dataset name") -> str:
     """Return ``name`` if it is a safe single path component, else raise InputError."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+    if not is_valid_name(name):
         raise InputError(
             f"invalid {what} {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit, without '..'"
         )
     return name
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``validate_name`` accepts ``name`` (for a value that may be a name or a path)."""
+    return isinstance(name, str) and bool(_NAME.fullmatch(name)) and ".." not in name
 
 
 def validate_kind(kind: str) -> str:

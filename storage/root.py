@@ -39,6 +39,11 @@ class DataRoot:
     def path(self, *parts: str) -> str:
         return posixpath.join(self.base, *parts)
 
+    def display(self, path: str) -> str:
+        """``path`` as a user names it: a local path as is, else ``scheme://bucket/...``
+        (without the root's query string, which holds connection settings)."""
+        return path if self.is_local else f"{self.uri.split('://', 1)[0]}://{path}"
+
     def exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 

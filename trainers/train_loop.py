@@ -28,8 +28,10 @@ import torch
 from storage import stable_seed
 from trainers.config import TrainConfig
 from trainers.loss import gathered_loss
+from trainers.run_files import RunFiles
 
 STATE_FILE = "state.pt"
+CHECKPOINT_METRICS = "metrics.json"  # beside the state: its step is read without loading tensors
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,14 @@ class WorkerPlan:
     """What the driver resolved for a run, the same for every worker."""
 
     backbone_path: str  # a local folder (or hub id) the model loads from
+    backbone_on_root: str | None  # a model on an object-store root: each worker fetches it instead
     root_uri: str  # the data root holding the shards
     shard_files: tuple[str, ...]  # the shards version's Parquet files
     num_batches: int  # global batches in the shards
     total_steps: int  # the schedule's length (TrainConfig.total_steps)
     stop_after: int | None  # end after this step with a checkpoint (--stop-after)
-    resume_from: str | None  # checkpoint folder to continue from (--resume)
-    model_dir: str  # where the final model is saved
-    tensorboard_dir: str
-    metrics_path: str  # metrics.jsonl, one line per step (rank 0)
+    resume_from: str | None  # checkpoint folder (inside the root) to continue from (--resume)
+    files: RunFiles  # metrics.jsonl, TensorBoard (rank 0) and the final model
     prompts: dict[str, str] = field(default_factory=dict)  # saved with the model (EmbeddingModelConfig.prompts)
 
 
@@ -58,53 +59,6 @@ def batch_order(num_batches: int, epoch: int, seed: int) -> np.ndarray:
     if epoch == 0:
         return np.arange(num_batches)  # the export already shuffled them
     return np.random.default_rng(_seed(seed, "epoch", epoch)).permutation(num_batches)
-
-
-def truncate_metrics(path: str, last_step: int) -> None:
-    """Keep the rows of ``metrics.jsonl`` up to ``last_step`` (the checkpoint a run restarts
-    from), replacing the file in one rename. A torn last line from a killed writer goes too."""
-    if not os.path.exists(path):
-        return
-    kept = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if row.get("step", 0) <= last_step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
-
-
-def save_model_atomically(module, model_dir: str) -> None:
-    """``save_pretrained`` into a hidden sibling, then one rename: readers see the old model or
-    the whole new one, never a half-written folder (a killed save leaves only the sibling,
-    which the next save clears)."""
-    import shutil
-
-    parent, name = os.path.split(model_dir.rstrip("/"))
-    staged = os.path.join(parent, f".{name}.partial")
-    shutil.rmtree(staged, ignore_errors=True)
-    module.save_pretrained(staged)
-    replace_dir(staged, model_dir)
-
-
-def replace_dir(staged: str, final: str) -> None:
-    """Publish the folder ``staged`` as ``final``. An older ``final`` is renamed aside first
-    and removed after, so ``final`` is never a mix of the two."""
-    import shutil
-
-    old = None
-    if os.path.exists(final):
-        old = f"{os.path.dirname(final)}/.{os.path.basename(final)}.old-{os.getpid()}"
-        os.rename(final, old)
-    os.rename(staged, final)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_state(checkpoint_dir: str) -> dict:
@@ -182,11 +136,14 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
     from transformers import get_linear_schedule_with_warmup
 
     from storage import DataRoot
+    from storage.published import fetch_dir
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    root = DataRoot.resolve(plan.root_uri)
+    backbone = fetch_dir(root, plan.backbone_on_root) if plan.backbone_on_root else plan.backbone_path
     torch.manual_seed(cfg.seed)  # identical initial pooling head on every worker
-    model = build_model(cfg, plan.backbone_path)
+    model = build_model(cfg, backbone)
     module = model
     model = ray.train.torch.prepare_model(model, parallel_strategy=cfg.strategy)
     device = ray.train.torch.get_device()
@@ -199,7 +156,7 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
     # passes the run's last checkpoint in the config (Ray Train V2's recommended pattern).
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and plan.resume_from:
-        checkpoint = ray.train.Checkpoint.from_directory(plan.resume_from)
+        checkpoint = ray.train.Checkpoint(plan.resume_from, filesystem=root.fs)
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = load_state(d)
@@ -207,7 +164,6 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
-    root = DataRoot.resolve(plan.root_uri)
     reader = ShardReader(list(plan.shard_files), root.fs, rank, plan.num_batches, cfg.seed)
     writer = None
     if rank == 0:
@@ -215,8 +171,8 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
 
         # A restart (Ray's after a failure, or --resume) repeats the steps after the last
         # checkpoint: drop what the lost attempt logged for them, so each step has one row.
-        truncate_metrics(plan.metrics_path, start)
-        writer = SummaryWriter(plan.tensorboard_dir, purge_step=start + 1)
+        plan.files.start(start)
+        writer = SummaryWriter(plan.files.tensorboard_dir, purge_step=start + 1)
     stop = min(total, plan.stop_after or total)
     model.train()
     for step in range(start, stop):
@@ -245,7 +201,7 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
             if writer:
                 for key in ("loss", "lr", "examples_per_s", "tokens_per_s"):
                     writer.add_scalar(f"train/{key}", metrics[key], step + 1)
-            with open(plan.metrics_path, "a", encoding="utf-8") as f:
+            with open(plan.files.metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(metrics) + "\n")
         last = step + 1 == total
         if (step + 1) % cfg.checkpoint_every == 0 or last or step + 1 == stop:
@@ -254,12 +210,15 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
                     trainable_state = {n: p.detach().cpu() for n, p in module.named_parameters() if p.requires_grad}
                     torch.save({"trainable": trainable_state, "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "step": step + 1}, os.path.join(d, STATE_FILE))
-                    with open(os.path.join(d, "metrics.json"), "w") as f:
+                    with open(os.path.join(d, CHECKPOINT_METRICS), "w") as f:
                         json.dump(metrics, f)
                 if last and rank == 0:
                     module.config.prompts = dict(plan.prompts)
                     module.config.max_length = cfg.saved_max_length  # training is over: set what it encodes with
-                    save_model_atomically(module, plan.model_dir)
+                    plan.files.save_model(module)
+                if writer:
+                    writer.flush()
+                    plan.files.sync()  # the logs up to this checkpoint, beside it
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
         else:
             ray.train.report(metrics)

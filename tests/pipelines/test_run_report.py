@@ -33,7 +33,7 @@ def test_report_links_its_pngs_and_a_resumed_loss_curve_keeps_one_point_per_step
     run.mkdir(parents=True)
     lines = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 2, "loss": 1.4}, {"step": 3, "loss": 1.0}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    assert loss_curve_png(str(run / "metrics.jsonl")).startswith(b"\x89PNG")
+    assert loss_curve_png((run / "metrics.jsonl").read_text()).startswith(b"\x89PNG")
     result = EvalResult("vital", "v0001", "test", [_model("teacher", 0.60, 0.70), _model("trained", 0.65, 0.69)])
     v = verdict(result, *result.models, ["r"])
     path = write_run_report(Catalog(str(tmp_path)), str(run), v, result, ("vital", "v0001"), ["stage one done"])

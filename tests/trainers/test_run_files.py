@@ -7,8 +7,9 @@ import os
 import pytest
 
 from storage import InputError
+from storage.published import replace_dir
 from trainers.config import TrainConfig
-from trainers.train_loop import replace_dir, truncate_metrics
+from trainers.run_files import truncate_metrics
 
 
 def test_truncate_metrics_keeps_rows_up_to_the_checkpoint_and_drops_a_torn_line(tmp_path):
