@@ -21,6 +21,7 @@ import numpy as np
 
 from storage import PACKAGED_MINILM, InputError, first_line
 from storage.packaged import check_folder_or_hub_id, is_packaged, resolve_packaged
+from storage.published import MARKER as PUBLISHED_MARKER
 
 log = logging.getLogger("quarry")
 
@@ -35,8 +36,10 @@ FULL_HASH_BYTES = 2 << 30
 SAMPLE_BLOCKS = 1024
 SAMPLE_BYTES = 64 << 10
 _CHUNK = 8 << 20
-# Files Quarry writes beside a model it evaluated or reported on: never part of what it is.
-NOT_MODEL_FILES = {"eval.json", "report.md"}
+# Files Quarry writes beside a model it evaluated, reported on, trained (lineage.json, named
+# in trainers.lineage) or published to an object store (the marker holds a fresh id per
+# upload): never part of what it is.
+NOT_MODEL_FILES = {"eval.json", "report.md", "lineage.json", PUBLISHED_MARKER}
 # Hub files that never decide a sentence-transformers torch model's vectors.
 _HUB_IGNORE = ["*.md", "onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*.ot", "tf_model*", "flax_model*",
                "rust_model*", "coreml/*"]

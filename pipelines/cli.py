@@ -6,7 +6,8 @@ stage, and prints the result's summary; every default comes from the config clas
     quarry build tasks --spec FILE     # examples
     quarry mine                        # hard negatives
     quarry export --stage 1            # training shards
-    quarry train --config FILE         # contrastive training on Ray Train
+    quarry train --config FILE         # contrastive training on Ray Train [--init-from MODEL]
+    quarry lineage MODEL               # the models and dataset versions a model came from
     quarry encode --model DIR ...      # embeddings of a file of texts
     quarry eval --model M [--model M2] # mteb scores on an examples split
     quarry datasets | show | query     # the catalog, a manifest, read-only SQL
@@ -132,8 +133,14 @@ def cmd_train(args, catalog: Catalog) -> None:
     from pipelines.train import load_train_config, train
 
     cfg = load_train_config(args.config, {"max_steps": args.max_steps, "shards": args.shards,
-                                          "run_name": args.run_name})
+                                          "run_name": args.run_name, "init_from": args.init_from})
     print(train(cfg, catalog, resume=args.resume, stop_after=args.stop_after).summary())
+
+
+def cmd_lineage(args, catalog: Catalog) -> None:
+    from trainers.lineage import chain, format_chain
+
+    print(format_chain(args.model, chain(catalog.root, args.model)))
 
 
 def cmd_encode(args, catalog: Catalog) -> None:
@@ -310,7 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--stop-after", type=int, help="end after N steps with a checkpoint (resume with --resume)")
     tr.add_argument("--shards", help="override the shards dataset")
     tr.add_argument("--run-name", help="override run_name")
+    tr.add_argument("--init-from", help="start from a saved model: a run name under <root>/models, or a folder "
+                                        "(its backbone and pooling head, and a fresh LoRA if LoRA is configured)")
     tr.set_defaults(handler=cmd_train)
+
+    li = sub.add_parser("lineage", help="the chain of models and datasets a trained model came from")
+    li.add_argument("model", help="a run name under <root>/models, or a model folder")
+    li.set_defaults(handler=cmd_lineage)
 
     en = sub.add_parser("encode", help="embed texts with a trained (or any) model")
     en.add_argument("--model", required=True,

@@ -26,8 +26,10 @@ import yaml
 from pipelines.ray_runtime import ensure_ray
 from storage import Catalog, DataRoot, InputError, Manifest, first_line, resolve_packaged
 from storage.packaged import is_packaged
+from storage.catalog import utc_now
 from storage.published import fetch_dir, is_published, publish_dir
 from trainers.config import TrainConfig
+from trainers.lineage import Lineage
 
 log = logging.getLogger("quarry")
 
@@ -163,6 +165,17 @@ class TrainResult:
                 f"TensorBoard: tensorboard --logdir {self.tensorboard_dir}")
 
 
+def lineage_of(cfg: TrainConfig, shards: Manifest, backbone: Backbone, total_steps: int) -> Lineage:
+    """What the model will have been made from: its parent (or backbone) and the exact data."""
+    from miners.teacher import fingerprint
+
+    return Lineage(model=cfg.run_name, backbone=cfg.backbone, parent=cfg.init_from,
+                   parent_fingerprint=fingerprint(backbone.local) if cfg.init_from else None,
+                   shards=f"shards/{shards.name} {shards.version}",
+                   inputs=tuple(f"{i.kind}/{i.name} {i.version}" for i in shards.inputs), steps=total_steps,
+                   trained_at=utc_now())
+
+
 def check_shards(cfg: TrainConfig, shards: Manifest) -> None:
     """The shards must be cut for this run's workers (and global batch, if the config says)."""
     if shards.config.get("workers") != cfg.num_workers:
@@ -223,7 +236,8 @@ def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: 
     plan = WorkerPlan(backbone_path=backbone.local, backbone_on_root=backbone.on_root, root_uri=root.uri,
                       shard_files=tuple(catalog.files("shards", cfg.shards, shards.version)), num_batches=num_batches,
                       total_steps=total, stop_after=stop_after, resume_from=checkpoint.path if checkpoint else None,
-                      files=files, prompts=task_prompts(catalog, shards))
+                      files=files, prompts=task_prompts(catalog, shards),
+                      lineage=lineage_of(cfg, shards, backbone, total))
     log.info("train: %s on %d %s worker(s), %d steps over %d global batches of shards/%s %s%s",
              cfg.run_name, cfg.num_workers, "GPU" if cfg.use_gpu else "CPU", total, num_batches, cfg.shards,
              shards.version, f", resuming from step {checkpoint.step}" if checkpoint else "")

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 
 from storage import DataRoot
+from trainers.lineage import LINEAGE_FILE, Lineage
 from storage.published import download_dir, download_file, local_mirror, publish_dir, replace_dir, upload_dir
 
 METRICS_FILE = "metrics.jsonl"
@@ -45,15 +46,22 @@ def truncate_metrics(path: str, last_step: int) -> None:
     os.replace(tmp, path)
 
 
-def save_model_atomically(module, model_dir: str) -> None:
+def save_model_atomically(module, model_dir: str, lineage: Lineage | None = None) -> None:
     """``save_pretrained`` into a hidden sibling, then one rename: readers see the old model or
     the whole new one, never a half-written folder (a killed save leaves only the sibling,
     which the next save clears)."""
     parent, name = os.path.split(model_dir.rstrip("/"))
     staged = os.path.join(parent, f".{name}.partial")
     shutil.rmtree(staged, ignore_errors=True)
-    module.save_pretrained(staged)
+    _save(module, staged, lineage)
     replace_dir(staged, model_dir)
+
+
+def _save(module, folder: str, lineage: Lineage | None) -> None:
+    module.save_pretrained(folder)
+    if lineage is not None:
+        with open(os.path.join(folder, LINEAGE_FILE), "w", encoding="utf-8") as f:
+            f.write(lineage.to_json())
 
 
 @dataclass(frozen=True)
@@ -107,12 +115,13 @@ class RunFiles:
         if os.path.isdir(self.tensorboard_dir):
             upload_dir(root, self.tensorboard_dir, posixpath.join(self.run_dir, TENSORBOARD_DIR))
 
-    def save_model(self, module) -> None:
-        """The final model, appearing whole (a rename locally, a marker last on an object store)."""
+    def save_model(self, module, lineage: Lineage | None = None) -> None:
+        """The final model with its lineage, appearing whole (a rename locally, a marker last
+        on an object store)."""
         root = self.root
         if root.is_local:
-            save_model_atomically(module, self.model_dir)
+            save_model_atomically(module, self.model_dir, lineage)
             return
         with tempfile.TemporaryDirectory(prefix="quarry-model-") as d:
-            module.save_pretrained(d)
+            _save(module, d, lineage)
             publish_dir(root, d, self.model_dir)

@@ -28,6 +28,7 @@ import torch
 from storage import stable_seed
 from trainers.config import TrainConfig
 from trainers.loss import gathered_loss
+from trainers.lineage import Lineage
 from trainers.run_files import RunFiles
 
 STATE_FILE = "state.pt"
@@ -48,6 +49,7 @@ class WorkerPlan:
     resume_from: str | None  # checkpoint folder (inside the root) to continue from (--resume)
     files: RunFiles  # metrics.jsonl, TensorBoard (rank 0) and the final model
     prompts: dict[str, str] = field(default_factory=dict)  # saved with the model (EmbeddingModelConfig.prompts)
+    lineage: Lineage | None = None  # lineage.json, saved with the model
 
 
 def _seed(*parts) -> int:
@@ -215,7 +217,7 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
                 if last and rank == 0:
                     module.config.prompts = dict(plan.prompts)
                     module.config.max_length = cfg.saved_max_length  # training is over: set what it encodes with
-                    plan.files.save_model(module)
+                    plan.files.save_model(module, plan.lineage)
                 if writer:
                     writer.flush()
                     plan.files.sync()  # the logs up to this checkpoint, beside it

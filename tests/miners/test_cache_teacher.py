@@ -49,6 +49,9 @@ def test_fingerprint_changes_with_the_model_files(tmp_path):
     copy = tmp_path / "m"
     shutil.copytree(src, copy)
     assert fingerprint(str(copy)) == fingerprint(src)
+    for name in ("eval.json", "_published.json"):  # Quarry's own notes beside a model: not the model
+        (copy / name).write_text('{"id": "a fresh one"}')
+    assert fingerprint(str(copy)) == fingerprint(src)
     with open(copy / "config.json", "a") as f:
         f.write(" ")
     assert fingerprint(str(copy)) != fingerprint(src)

@@ -107,7 +107,7 @@ def test_stage_two_turns_in_batch_negatives_off_for_class_tasks(root):
     assert all(r["in_batch"] == (r["task_type"] == "retrieval") for r in rows)
 
 
-def test_in_batch_only_shards_need_no_negatives_and_train(root, tmp_path, capsys):
+def test_in_batch_only_shards_train_from_a_parent_with_their_lineage(root, full, tmp_path, capsys):
     common = ["--root", root, "export", "--name", "inbatch", "--global-batch", "8", "--workers", "2",
               "--num-negatives", "0"]
     assert main(common + ["--negatives", "never-mined"]) == 0  # the negatives dataset is not read
@@ -116,12 +116,29 @@ def test_in_batch_only_shards_need_no_negatives_and_train(root, tmp_path, capsys
     config = tmp_path / "inbatch.yaml"  # trained at 64 tokens, encodes at 48
     config.write_text(open(CONFIG).read() + "encode_max_length: 48\n")
     assert main(["--root", root, "train", "--config", str(config), "--shards", "inbatch", "--run-name", "inbatch",
-                 "--max-steps", "2"]) == 0
+                 "--max-steps", "2", "--init-from", "full"]) == 0
     losses = [r["loss"] for r in _losses(root, "inbatch")]
     assert len(losses) == 2 and all(np.isfinite(losses)) and losses[0] > 0
     with open(os.path.join(root, "models", "inbatch", "quarry_embedding.json")) as f:
         assert json.load(f)["max_length"] == 48
+    # Its lineage: the parent as it was (fingerprint), the exact data, back to the backbone.
+    from miners.teacher import fingerprint
+
+    with open(os.path.join(root, "models", "inbatch", "lineage.json")) as f:
+        lineage = json.load(f)
+    assert lineage["parent"] == "full" and lineage["parent_fingerprint"] == fingerprint(
+        os.path.join(root, "models", "full"))
+    version = Catalog(root).latest("shards", "inbatch")
+    assert lineage["shards"] == f"shards/inbatch {version}" and lineage["steps"] == 2
     capsys.readouterr()
+    assert main(["--root", root, "lineage", "inbatch"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"inbatch: 2 steps on shards/inbatch {version} (examples/vital v0001, corpus/vital v0001), " \
+                         "from full"
+    parent = printed[1].strip()
+    assert parent.startswith(f"<- full: {len(full)} steps on shards/vital-stage1 v0001 (") and "negatives/vital" in parent
+    assert parent.endswith("), from the backbone tiny:mistral")
+    assert printed[2].strip() == "<- tiny:mistral (base backbone)"
     assert main(common[:3] + ["--stage", "2", *common[3:]]) == 2  # class tasks would have nothing to contrast
     assert "--num-negatives 0 leaves" in capsys.readouterr().err
 
