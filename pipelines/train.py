@@ -71,7 +71,8 @@ def resolve_backbone(cfg: TrainConfig, catalog: Catalog) -> Backbone:
             return Backbone(cfg.init_from)
         saved = root.path("models", cfg.init_from)
         if not is_published(root, saved):
-            raise InputError(f"init_from: no saved model at {cfg.init_from} (nor {root.uri} models/{cfg.init_from})")
+            raise InputError(f"init_from: no saved model named {cfg.init_from} under "
+                             f"{root.display(root.path('models'))} (nor a folder)")
         return Backbone(fetch_dir(root, saved), None if root.is_local else saved)
     if is_packaged(cfg.backbone):
         return Backbone(resolve_packaged(cfg.backbone))

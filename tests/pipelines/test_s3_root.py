@@ -114,4 +114,4 @@ def test_quarry_run_train_resume_eval_query_verify_on_s3(s3_root, tmp_path, caps
     child = configs / "child.yaml"
     child.write_text(yaml.safe_dump({**yaml.safe_load(open(half)), "run_name": "s3-child", "init_from": "s3-half"}))
     assert main(["--root", s3_root, "train", "--config", str(child)]) == 2
-    assert "init_from: no saved model at s3-half" in capsys.readouterr().err
+    assert "init_from: no saved model named s3-half under s3://" in capsys.readouterr().err

@@ -81,5 +81,5 @@ def test_init_from_starts_from_the_parents_weights(tmp_path):
     child = build_model(cfg, backbone.local).eval()
     assert any(p.requires_grad for n, p in child.named_parameters() if "lora_" in n)  # a fresh LoRA to train
     assert np.allclose(child.encode(texts), expected, atol=1e-5)
-    with pytest.raises(InputError, match="init_from: no saved model at missing"):
+    with pytest.raises(InputError, match="init_from: no saved model named missing under "):
         resolve_backbone(TrainConfig(init_from="missing"), catalog)
