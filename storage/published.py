@@ -13,6 +13,7 @@ rank-0 logs there on an object-store root (``run_work_dir``).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -103,21 +104,31 @@ def fetch_dir(root: DataRoot, path: str) -> str:
                          f"(no {MARKER})")
     marker = root.read_bytes(marker_path)
     local = local_mirror(root, path)
-    cached = os.path.join(local, MARKER)
-    if os.path.isfile(cached):
-        with open(cached, "rb") as f:
-            if f.read() == marker:
-                return local
-    record = json.loads(marker)
-    staged = f"{local}.partial-{os.getpid()}"
-    shutil.rmtree(staged, ignore_errors=True)
-    os.makedirs(staged)
-    for rel in record["files"]:
-        download_file(root, posixpath.join(path, rel), os.path.join(staged, *rel.split("/")))
-    with open(os.path.join(staged, MARKER), "wb") as f:
-        f.write(marker)  # last: a copy without it is never taken as complete
-    replace_dir(staged, local)
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    # One copy per node at a time: the training workers (and encoder actors) of one node all
+    # fetch the same model at start, and a folder swapped while another reads it would fail.
+    with open(f"{local}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _cached_marker(local) == marker:
+            return local
+        record = json.loads(marker)
+        staged = f"{local}.partial-{os.getpid()}"
+        shutil.rmtree(staged, ignore_errors=True)
+        os.makedirs(staged)
+        for rel in record["files"]:
+            download_file(root, posixpath.join(path, rel), os.path.join(staged, *rel.split("/")))
+        with open(os.path.join(staged, MARKER), "wb") as f:
+            f.write(marker)  # last: a copy without it is never taken as complete
+        replace_dir(staged, local)
     return local
+
+
+def _cached_marker(local: str) -> bytes | None:
+    try:
+        with open(os.path.join(local, MARKER), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
 def replace_dir(staged: str, final: str) -> None:

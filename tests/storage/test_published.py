@@ -35,7 +35,39 @@ def test_publish_then_fetch_copies_once_per_id(s3_root, tmp_path, monkeypatch):
     assert sorted(i.base_name for i in root.list_dir(target)) == ["_published.json", "config.json"]
     assert sorted(os.listdir(fetch_dir(root, target))) == ["_published.json", "config.json"]
     assert open(os.path.join(local, "config.json")).read() == "two"
-    assert [e for e in os.listdir(os.path.dirname(local)) if e != "demo"] == []  # no staged or old copies
+    assert sorted(os.listdir(os.path.dirname(local))) == ["demo", "demo.lock"]  # no staged or old copies
+
+
+def test_the_workers_of_one_node_fetching_at_once_download_once(s3_root, tmp_path, monkeypatch):
+    import threading
+
+    import storage.published as published
+
+    monkeypatch.setenv("QUARRY_CACHE", str(tmp_path / "cache"))
+    root = DataRoot.resolve(s3_root)
+    target = root.path("models", "shared")
+    publish_dir(root, _folder(tmp_path / "m", {f"w{i}.bin": "x" * 10000 for i in range(8)}), target)
+    downloads, real = [], published.download_file
+    monkeypatch.setattr(published, "download_file", lambda *a: (downloads.append(a[1]), real(*a)))
+    barrier, seen, errors = threading.Barrier(4), [], []
+
+    def worker():
+        try:
+            barrier.wait()
+            local = fetch_dir(root, target)
+            seen.append(sorted((n, len(open(os.path.join(local, n)).read())) for n in os.listdir(local)
+                               if n.endswith(".bin")))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(downloads) == 8  # one copy of each file, not four
+    assert seen == [[(f"w{i}.bin", 10000) for i in range(8)]] * 4
 
 
 def test_a_folder_without_its_marker_is_not_read(s3_root, tmp_path, monkeypatch):
