@@ -27,7 +27,7 @@ from pipelines.ray_runtime import ensure_ray
 from storage import Catalog, DataRoot, InputError, Manifest, first_line, resolve_packaged
 from storage.packaged import is_packaged
 from storage.catalog import utc_now
-from storage.published import fetch_dir, is_published, publish_dir
+from storage.published import fetch_dir, is_published, publish_dir, saved_model
 from trainers.config import TrainConfig
 from trainers.lineage import Lineage
 
@@ -69,8 +69,8 @@ def resolve_backbone(cfg: TrainConfig, catalog: Catalog) -> Backbone:
     if cfg.init_from:
         if os.path.isdir(cfg.init_from):
             return Backbone(cfg.init_from)
-        saved = root.path("models", cfg.init_from)
-        if not is_published(root, saved):
+        saved = saved_model(root, cfg.init_from)  # a validated run name, published on the root
+        if saved is None:
             raise InputError(f"init_from: no saved model named {cfg.init_from} under "
                              f"{root.display(root.path('models'))} (nor a folder)")
         return Backbone(fetch_dir(root, saved), None if root.is_local else saved)
@@ -112,9 +112,8 @@ def latest_checkpoint(root: DataRoot, run_dir: str) -> CheckpointRef | None:
     best = None
     for entry in root.list_dir(run_dir):
         metrics = posixpath.join(entry.path, CHECKPOINT_METRICS)
-        if entry.type != pafs.FileType.Directory or not root.exists(posixpath.join(entry.path, STATE_FILE)):
-            continue
-        if not root.exists(metrics):
+        if entry.type != pafs.FileType.Directory or not all(
+                root.exists(p) for p in (posixpath.join(entry.path, STATE_FILE), metrics)):
             continue
         step = int(json.loads(root.read_bytes(metrics))["step"])
         if best is None or step > best.step:

@@ -8,7 +8,7 @@ transformers and peft load from local paths only.
 
 The local cache is ``$QUARRY_CACHE`` (default ``~/.cache/quarry``), one folder per data
 root: ``<cache>/<sha256(root uri)[:12]>/<path inside the root>``. Training also keeps its
-rank-0 logs there on an object-store root (``run_work_dir``).
+rank-0 logs there on an object-store root (``trainers.run_files.RunFiles.work_dir``).
 """
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ import posixpath
 from dataclasses import asdict, dataclass, field
 
 from storage import DataRoot, InputError
-from storage.names import is_valid_name
-from storage.published import is_published
+from storage.published import saved_model
 
 LINEAGE_FILE = "lineage.json"
 
@@ -61,11 +60,9 @@ def read_lineage(root: DataRoot, model: str) -> Lineage | None:
             return None
         with open(path, encoding="utf-8") as f:
             return Lineage.from_json(f.read(), path)
-    if not is_valid_name(model):
-        return None
-    folder = root.path("models", model)
-    path = posixpath.join(folder, LINEAGE_FILE)
-    if not is_published(root, folder) or not root.exists(path):
+    folder = saved_model(root, model)
+    path = posixpath.join(folder, LINEAGE_FILE) if folder else None
+    if path is None or not root.exists(path):
         return None
     return Lineage.from_json(root.read_bytes(path).decode("utf-8"), root.display(path))
 
@@ -89,7 +86,7 @@ def chain(root: DataRoot, model: str, limit: int = 100) -> list[Lineage]:
 
 
 def _model_exists(root: DataRoot, model: str) -> bool:
-    return os.path.isdir(model) or (is_valid_name(model) and is_published(root, root.path("models", model)))
+    return os.path.isdir(model) or saved_model(root, model) is not None
 
 
 def format_chain(model: str, records: list[Lineage]) -> str:

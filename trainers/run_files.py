@@ -11,6 +11,7 @@ the rows after the checkpoint it resumes from, so each step has one row.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
@@ -79,8 +80,8 @@ class RunFiles:
         return cls(root_uri=root.uri, run_dir=run_dir, model_dir=root.path("models", run_name),
                    work_dir=run_dir if root.is_local else local_mirror(root, run_dir))
 
-    @property
-    def root(self) -> DataRoot:
+    @functools.cached_property
+    def root(self) -> DataRoot:  # resolved once per worker, not at every checkpoint's sync
         return DataRoot.resolve(self.root_uri)
 
     @property
