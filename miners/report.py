@@ -154,6 +154,13 @@ def plot_scores(scores: dict[str, TaskScores], strategy: str, margin) -> bytes:
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("teacher score (cosine)")
         ax.legend(fontsize=7)
+    return png_bytes(fig)
+
+
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (closed afterwards): what a version attaches."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

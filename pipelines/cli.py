@@ -4,6 +4,7 @@ stage, and prints the result's summary; every default comes from the config clas
     quarry run                         # the main job on the embedded default
     quarry build wiki [--limit N]      # corpus
     quarry build tasks --spec FILE     # examples
+    quarry refresh [--only KIND/NAME]  # rebuild corpora and examples from their recorded sources
     quarry mine                        # hard negatives
     quarry export --stage 1            # training shards
     quarry train --config FILE         # contrastive training on Ray Train [--init-from MODEL]
@@ -102,6 +103,12 @@ def cmd_build_tasks(args, catalog: Catalog) -> None:
     print(build_tasks(load_task_set(args.spec), catalog, limit=args.limit).summary())
 
 
+def cmd_refresh(args, catalog: Catalog) -> None:
+    from pipelines.refresh import RefreshConfig, refresh
+
+    print(refresh(RefreshConfig(only=tuple(args.only)), catalog).summary())
+
+
 def mine_config(args) -> MineConfig:
     common = dict(shift=args.shift, num_negatives=args.num_negatives, sampling=args.sampling,
                   sample_window=args.sample_window, seed=args.seed, drop_cross_positives=not args.keep_cross_positives)
@@ -160,7 +167,8 @@ def cmd_eval(args, catalog: Catalog) -> None:
     cfg = EvalConfig(models=[*(args.models or []), *(args.compare or [])], examples=args.examples,
                      examples_version=args.examples_version, split=args.split, tasks=list(_comma_list(args.tasks)),
                      batch_size=args.batch_size, max_length=args.max_length, query_prompt=args.query_prompt,
-                     encoders=args.encoders, max_batch_tokens=args.max_batch_tokens, write=not args.no_write)
+                     encoders=args.encoders, max_batch_tokens=args.max_batch_tokens, write=not args.no_write,
+                     with_parents=args.with_parent)
     print(evaluate(cfg, catalog).summary())
 
 
@@ -259,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--limit", type=int, help="first N source rows per task")
     tasks.set_defaults(handler=cmd_build_tasks)
 
+    rf = sub.add_parser("refresh", help="rebuild every corpus from its recorded source, then the examples built "
+                        "on it, printing what changed")
+    rf.add_argument("--only", action="append", default=[], metavar="KIND/NAME",
+                    help="only this dataset (corpus/NAME also rebuilds the examples built on it; repeatable)")
+    rf.set_defaults(handler=cmd_refresh)
+
     ds = sub.add_parser("datasets", help="list the catalog")
     ds.add_argument("--kind", help="only this kind (corpus, examples, ...)")
     ds.add_argument("--versions", action="store_true", help="one line per version")
@@ -354,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sentence-transformers models: prefix of query-side texts (default: none, as the teacher "
                          "mined)")
     ev.add_argument("--encoders", type=int, help="encoder actors (default: one per GPU, else one)")
+    ev.add_argument("--with-parent", action="store_true", help="also score each model's parent (the model it was "
+                    "trained from with --init-from), on the same split, side by side")
     ev.add_argument("--no-write", action="store_true", help="print only: no eval.json, no evals dataset version")
     ev.set_defaults(handler=cmd_eval)
     from pipelines.jobs import DEFAULT_JOB_SERVER, REPO_ROOT

@@ -59,6 +59,7 @@ class EvalConfig:
     encoders: int | None = None  # encoder actors (default: one per GPU, else one)
     max_batch_tokens: int | None = None  # padded tokens per forward pass (default: the device's)
     write: bool = True  # eval.json beside Quarry models and a new evals/<examples> version
+    with_parents: bool = False  # also score each model's parent (lineage.json's init_from), right after it
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -258,8 +259,24 @@ def model_ref(name: str, root: DataRoot, max_length: int | None) -> ModelRef:
     return dataclasses.replace(ref, name=name, origin=(root.uri, saved)) if ref.kind == QUARRY else ref
 
 
+def with_parents(models: list[str], root: DataRoot) -> list[str]:
+    """Each model followed by its parent, when its lineage names one (a retrained model is
+    judged against the model it started from, on the same split)."""
+    from trainers.lineage import read_lineage
+
+    out: list[str] = []
+    for model in models:
+        record = read_lineage(root, model)
+        if record is None or not record.parent:
+            raise InputError(f"--with-parent: {model} has no parent in its lineage (it was not trained with "
+                             "--init-from; `quarry lineage` shows its record)")
+        out += [m for m in (model, record.parent) if m not in out]
+    return out
+
+
 def evaluate(cfg: EvalConfig, catalog: Catalog) -> EvalResult:
-    refs = [model_ref(m, catalog.root, cfg.max_length) for m in cfg.models]
+    models = with_parents(cfg.models, catalog.root) if cfg.with_parents else cfg.models
+    refs = [model_ref(m, catalog.root, cfg.max_length) for m in models]
     tasks, version = load_task_data(cfg, catalog)
     result = EvalResult(cfg.examples, version, cfg.split, [evaluate_model(r, tasks, cfg, catalog, version) for r in refs])
     if cfg.write:

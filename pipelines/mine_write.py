@@ -17,7 +17,9 @@ import pyarrow.compute as pc
 from miners.cache import EmbedStats
 from miners.report import (TaskReport, TaskScores, build_report, format_report, plot_scores, report_dict, task_scores,
                            to_json)
+from miners.drift import MinedRun
 from pipelines.mine_config import MineConfig
+from pipelines.mine_drift import DriftResult, flagged, previous_run, write_drift
 from pipelines.mine_search import SearchResult
 from pipelines.mine_select import NEGATIVE, NEGATIVE_SCHEMA, QUERY, REJECTED, REJECTION_SCHEMA
 from pipelines.ray_io import block_sizes, write_blocks_ordered
@@ -26,7 +28,7 @@ from storage import Catalog, InputError, Manifest
 log = logging.getLogger("quarry")
 
 # What the report reads of each part.
-REPORT_COLUMNS = {NEGATIVE: ["task", "example_id", "neg_score"], REJECTED: ["task", "reason", "cand_score"],
+REPORT_COLUMNS = {NEGATIVE: ["task", "example_id", "neg_id", "neg_score"], REJECTED: ["task", "reason", "cand_score"],
                   QUERY: ["task", "example_id", "positive_score", "threshold"]}
 
 
@@ -37,12 +39,14 @@ class MineResult:
     report: dict[str, TaskReport]
     embed_stats: EmbedStats
     run_id: str
+    drift: DriftResult | None = None  # against the previous negatives of the same name, if there were any
 
     def summary(self) -> str:
         n, r = self.negatives, self.rejections
-        return "\n".join([self.embed_stats.summary(), format_report(self.report),
-                          f"negatives/{n.name}: committed {n.version}: {n.num_rows} rows; rejections/{r.name} "
-                          f"{r.version}: {r.num_rows} rows; run {self.run_id}"])
+        lines = [self.embed_stats.summary(), format_report(self.report),
+                 f"negatives/{n.name}: committed {n.version}: {n.num_rows} rows; rejections/{r.name} "
+                 f"{r.version}: {r.num_rows} rows; run {self.run_id}"]
+        return "\n".join(lines + ([self.drift.summary()] if self.drift else []))
 
 
 def split_selected(block: pa.Table, kind: str) -> pa.Table:
@@ -80,6 +84,7 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
               "teacher_commit": teacher.commit, "teacher_max_length": teacher.max_length,
               "embedding_cache": searched.cache_name}
     name = cfg.output_name
+    previous = previous_run(catalog, name, list(searched.plans))
     with catalog.writer("rejections", name) as writer:
         write_blocks_ordered(parts[REJECTED], block_sizes(parts[REJECTED]), writer.staging_dir, writer.filesystem,
                              rows_per_file=1_000_000, schema=REJECTION_SCHEMA)
@@ -96,5 +101,14 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
                                     stats={"report": report_dict(report), "embedding": asdict(searched.embed_stats)})
     log.info("mine: %d negatives for %d queries, %d candidates rejected", negatives_m.num_rows,
              sum(r.queries_mined for r in report.values()), rejections_m.num_rows)
+    drift = None
+    if previous is not None:
+        log.info("mine: drift against negatives/%s %s", name, previous.version)
+        now = MinedRun(version=negatives_m.version, queries=report_parts[QUERY].select(["task", "example_id",
+                                                                                        "positive_score"]),
+                       negatives=report_parts[NEGATIVE].select(["task", "example_id", "neg_id", "neg_score"]),
+                       flagged=pa.concat_tables(ray.get([ray.remote(flagged).remote(p) for p in parts[REJECTED]])
+                                                if parts[REJECTED] else previous.flagged.slice(0, 0)))
+        drift = write_drift(catalog, previous, now, searched, negatives_m)
     return MineResult(negatives=negatives_m, rejections=rejections_m, report=report,
-                      embed_stats=searched.embed_stats, run_id=run_id)
+                      embed_stats=searched.embed_stats, run_id=run_id, drift=drift)

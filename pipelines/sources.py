@@ -48,6 +48,9 @@ class SourceConfig:
             raise InputError("source hf needs --hf-name (e.g. wikimedia/wikipedia)")
         if self.kind == "files" and not self.paths:
             raise InputError("source files needs at least one --path")
+        if self.kind == "files":
+            # Absolute in the manifest, so that `quarry refresh` finds the files from any folder.
+            self.paths = [p if "://" in p else os.path.abspath(p) for p in self.paths]
 
     def mapping(self) -> dict[str, str]:
         if self.kind == "embedded":

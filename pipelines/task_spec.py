@@ -39,6 +39,7 @@ TASK_COLUMNS = {
     PAIR: (("text1", "text2", "label"), ("id",)),
 }
 DEFAULT_TEMPLATE = "Instruct: {instruction}\nQuery: "
+DEFAULT_SPLITS = {"train": 0.9, "dev": 0.05, "test": 0.05}  # in this order: see tasks.assign_split
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -83,12 +84,29 @@ class TaskSetSpec:
     tasks: tuple[TaskSpec, ...]
     corpus: str | None = None
     seed: int = 0
-    splits: dict[str, float] = field(default_factory=lambda: {"train": 0.9, "dev": 0.05, "test": 0.05})
+    splits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SPLITS))
     instruction_template: str = DEFAULT_TEMPLATE
     path: str = ""
 
     def format_instruction(self, instruction: str) -> str:
         return self.instruction_template.format(instruction=instruction) if instruction else ""
+
+
+def spec_from_dict(d: dict[str, Any]) -> TaskSetSpec:
+    """The inverse of ``dataclasses.asdict`` of a spec: how an examples manifest records it."""
+    tasks = tuple(TaskSpec(name=t["name"], type=t["type"],
+                           source=TaskSource(**{**t["source"], "path": tuple(t["source"].get("path") or ())}),
+                           columns=dict(t["columns"]), instruction=t.get("instruction", ""),
+                           exclude_labels=tuple(t.get("exclude_labels") or ()))
+                  for t in d["tasks"])
+    splits = d.get("splits") or DEFAULT_SPLITS
+    if isinstance(splits, dict):
+        # Recorded before the order was kept (keys sorted): the usual order, then the rest.
+        usual = [s for s in DEFAULT_SPLITS if s in splits]
+        splits = {s: splits[s] for s in usual + sorted(set(splits) - set(usual))}
+    return TaskSetSpec(name=d["name"], tasks=tasks, corpus=d.get("corpus"), seed=d.get("seed", 0),
+                       splits=dict(splits) if isinstance(splits, dict) else {n: float(f) for n, f in splits},
+                       instruction_template=d.get("instruction_template", DEFAULT_TEMPLATE))
 
 
 def template_fields(value: str) -> list[str]:
@@ -136,7 +154,7 @@ def parse_task_set(raw: Any, where: str = "spec", path: str = "") -> TaskSetSpec
     corpus = raw.get("corpus")
     if corpus is not None:
         _name(corpus, lambda m: fail("corpus", m))
-    splits = raw.get("splits", {"train": 0.9, "dev": 0.05, "test": 0.05})
+    splits = raw.get("splits", dict(DEFAULT_SPLITS))
     if not isinstance(splits, dict) or not splits or not all(
             isinstance(v, (int, float)) and v >= 0 for v in splits.values()):
         raise fail("splits", "expected a mapping of split name to a non-negative fraction")

@@ -31,6 +31,7 @@ from pipelines.task_spec import TaskSetSpec, TaskSpec, render, template_fields
 from pipelines.task_types import CLASS_TYPES, RETRIEVAL
 from pipelines.wiki import BuildResult
 from storage import Catalog, InputError, InputRef, stable_unit
+from storage.changes import EXAMPLE_CHANGES, staged_changes
 
 log = logging.getLogger("quarry")
 
@@ -44,6 +45,7 @@ _WITH_STATUS = EXAMPLES_SCHEMA.append(pa.field("_status", pa.string()))
 INDEX_COLUMNS = ["task", "task_type", "example_id", "split", "label", "query", "positive_ids", "_status"]
 
 OK = "ok"
+BUILT_BY = "quarry build tasks"  # the manifest's config says which builder made it (quarry refresh reads it)
 
 
 def assign_split(example_id: str, seed: int, splits: dict[str, float]) -> str:
@@ -330,15 +332,24 @@ def build_tasks(spec: TaskSetSpec, catalog: Catalog, limit: int | None = None) -
     kept = [apply.remote(b, plan.keep[offsets[i]:offsets[i + 1]], plan.positive_ids[offsets[i]:offsets[i + 1]],
                          plan.positive[offsets[i]:offsets[i + 1]]) for i, b in enumerate(blocks)]
     kept_sizes = [int(plan.keep[offsets[i]:offsets[i + 1]].sum()) for i in range(len(blocks))]
-    config = {"built_by": "quarry build tasks", "spec": _spec_dict(spec), "limit": limit, "corpus": corpus_name}
+    config = {"built_by": BUILT_BY, "spec": spec_dict(spec, base_dir), "limit": limit, "corpus": corpus_name}
     with catalog.writer("examples", spec.name) as writer:
         write_blocks_ordered(kept, kept_sizes, writer.staging_dir, writer.filesystem, schema=EXAMPLES_SCHEMA)
-        manifest = writer.commit(config=config, inputs=list(inputs.values()), stats=plan.stats,
-                                 skip_if_unchanged=True)
-        return BuildResult(manifest=manifest, unchanged=writer.unchanged, stats=plan.stats)
+        changes = staged_changes(writer, EXAMPLE_CHANGES)
+        manifest = writer.commit(config=config, inputs=list(inputs.values()),
+                                 stats={"tasks": plan.stats, "changes": changes.to_dict()}, skip_if_unchanged=True)
+        return BuildResult(manifest=manifest, unchanged=writer.unchanged, stats=plan.stats, changes=changes)
 
 
-def _spec_dict(spec: TaskSetSpec) -> dict:
+def spec_dict(spec: TaskSetSpec, base_dir: str) -> dict:
+    """The spec as the manifest records it: file sources with absolute paths, so that
+    ``quarry refresh`` rebuilds from the same files whatever folder it runs in."""
     d = asdict(spec)
     d.pop("path", None)
+    # A list, not a mapping: manifests are written with sorted keys, and the order of the
+    # splits is part of how an example id maps to its split (assign_split).
+    d["splits"] = [[name, fraction] for name, fraction in spec.splits.items()]
+    for task in d["tasks"]:
+        task["source"]["path"] = [p if "://" in p or os.path.isabs(p) else os.path.join(base_dir, p)
+                                  for p in task["source"]["path"]]
     return d

@@ -13,7 +13,7 @@ Ray shuffle would cost 10-16 s even on 10k rows on a small machine (docs/benchma
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pyarrow as pa
@@ -23,10 +23,12 @@ from pipelines.ray_io import write_blocks_ordered
 from pipelines.ray_runtime import ensure_ray
 from pipelines.sources import SourceConfig, open_source
 from storage import Catalog, InputError, Manifest, human_bytes, validate_name
+from storage.changes import CORPUS_CHANGES, ChangeSummary, staged_changes
 
 log = logging.getLogger("quarry")
 
 INDEX_COLUMNS = ["doc_id", "title", "content_hash", "_status"]
+BUILT_BY = "quarry build wiki"  # the manifest's config says which builder made it (quarry refresh reads it)
 
 
 @dataclass
@@ -50,17 +52,32 @@ class WikiBuildConfig:
         if self.passage_chars and self.passage_tokens:
             raise InputError("give either --passage-chars or --passage-tokens, not both")
 
+    @classmethod
+    def from_manifest(cls, config: dict) -> "WikiBuildConfig":
+        """The config a corpus version was built with, as its manifest records it."""
+        known = {f.name for f in fields(cls)} - {"source"}
+        source_fields = {f.name for f in fields(SourceConfig)}
+        source = SourceConfig(**{k: v for k, v in config.get("source", {}).items() if k in source_fields})
+        return cls(source=source, **{k: v for k, v in config.items() if k in known})
+
 
 @dataclass
 class BuildResult:
     manifest: Manifest
     unchanged: bool  # the build equalled the latest version, which stays
     stats: dict
+    changes: ChangeSummary | None = None  # against the version that was latest before the build
 
     def summary(self) -> str:
         m = self.manifest
         state = "unchanged, still" if self.unchanged else "committed"
-        return f"{m.kind}/{m.name}: {state} {m.version}: {m.num_rows} rows, {human_bytes(m.num_bytes)}"
+        line = f"{m.kind}/{m.name}: {state} {m.version}: {m.num_rows} rows, {human_bytes(m.num_bytes)}"
+        if self.unchanged or self.changes is None:
+            return line
+        lines = [f"{line}; {self.changes.describe()}"]
+        if self.changes.previous_version is not None:
+            lines += [f"  {group}: {counts.describe()}" for group, counts in sorted(self.changes.groups.items())]
+        return "\n".join(lines)
 
 
 @dataclass
@@ -137,6 +154,7 @@ def build_wiki(cfg: WikiBuildConfig, catalog: Catalog) -> BuildResult:
     kept_sizes = [int(plan.keep[offsets[i]:offsets[i + 1]].sum()) for i in range(len(blocks))]
     with catalog.writer("corpus", cfg.name) as writer:
         write_blocks_ordered(kept, kept_sizes, writer.staging_dir, writer.filesystem, rows_per_file=50_000)
-        manifest = writer.commit(config={"built_by": "quarry build wiki", **asdict(cfg)}, stats=plan.stats,
-                                 skip_if_unchanged=True)
-        return BuildResult(manifest=manifest, unchanged=writer.unchanged, stats=plan.stats)
+        changes = staged_changes(writer, CORPUS_CHANGES)
+        manifest = writer.commit(config={"built_by": BUILT_BY, **asdict(cfg)},
+                                 stats={**plan.stats, "changes": changes.to_dict()}, skip_if_unchanged=True)
+        return BuildResult(manifest=manifest, unchanged=writer.unchanged, stats=plan.stats, changes=changes)

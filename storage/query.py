@@ -2,7 +2,8 @@
 
 Every dataset kind becomes a view (``corpus``, ``examples``, ``negatives``, ...): the union
 of the latest version of each dataset of that kind, with ``dataset`` and ``version``
-columns prepended. ``catalog`` lists every committed version. ``pins`` select a version
+columns prepended. ``catalog`` lists every committed version; ``changes`` the rows each version
+added, removed and modified against the one before (``storage.changes``). ``pins`` select a version
 other than the latest for a dataset.
 
 Read-only is enforced twice: only SELECT statements (DESCRIBE, SHOW and SUMMARIZE parse as
@@ -22,6 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from storage.catalog import Catalog
+from storage.changes import COUNTS, ChangeSummary
 from storage.errors import InputError, ReadOnlyError, first_line
 
 # EXPLAIN ANALYZE runs its statement: "explain analyze drop view catalog" drops the view.
@@ -56,12 +58,13 @@ class QueryEngine:
     def connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
         by_kind: dict[str, list[tuple[str, str, str]]] = {}
-        catalog_rows = []
+        catalog_rows, change_rows = [], []
         for kind, name in self.catalog.iter_datasets():
             for version in self.catalog.versions(kind, name):
                 m = self.catalog.manifest(kind, name, version)
                 catalog_rows.append((kind, name, version, m.num_rows, m.num_bytes, m.created_at,
                                      m.content_hash, m.code_version))
+                change_rows += _change_rows(m)
             ref = self.catalog.resolve(kind, name, self.pins.get((kind, name)))
             table_name = f"_{kind}__{name}__{ref.version}"
             con.register(table_name, self.catalog.arrow_dataset(kind, name, ref.version))
@@ -74,6 +77,9 @@ class QueryEngine:
             list(zip(*catalog_rows)) if catalog_rows else [[] for _ in range(8)],
             names=["kind", "name", "version", "rows", "bytes", "created_at", "content_hash", "code_version"]))
         con.execute("CREATE VIEW catalog AS SELECT * FROM _catalog")
+        con.register("_changes", pa.table(list(zip(*change_rows)) if change_rows else [[] for _ in CHANGE_COLUMNS],
+                                          schema=CHANGE_SCHEMA))
+        con.execute("CREATE VIEW changes AS SELECT * FROM _changes")
         # From here on nothing may touch the filesystem or change these settings.
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
@@ -93,6 +99,21 @@ class QueryEngine:
             return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
         except duckdb.Error as e:
             raise InputError(f"query failed: {first_line(e)}") from None
+
+
+CHANGE_COLUMNS = ("kind", "name", "version", "previous_version", "task", *COUNTS)
+CHANGE_SCHEMA = pa.schema([(c, pa.string()) for c in CHANGE_COLUMNS[:5]] + [(c, pa.int64()) for c in COUNTS])
+
+
+def _change_rows(m) -> list[tuple]:
+    """The ``changes`` view's rows of one version: one per task for examples, else one."""
+    raw = m.stats.get("changes") if isinstance(m.stats, dict) else None
+    if not isinstance(raw, dict):
+        return []
+    summary = ChangeSummary.from_dict(raw)
+    parts = summary.groups.items() if summary.groups else [(None, summary.total)]
+    return [(m.kind, m.name, m.version, summary.previous_version, group,
+             *(getattr(counts, c) for c in COUNTS)) for group, counts in parts]
 
 
 def check_read_only(sql: str, con: duckdb.DuckDBPyConnection) -> None:

@@ -31,7 +31,7 @@ def test_build_then_query_counts(root, capsys):
                            "vital-topic-clustering"}
     assert counts["vital-title2article"] == 300
     catalog = Catalog(root)
-    stats = catalog.manifest("examples", "vital").stats
+    stats = catalog.manifest("examples", "vital").stats["tasks"]
     uncategorized = stats["vital-topic-classification"]["skipped"]["excluded_label"]
     assert uncategorized > 0 and counts["vital-topic-classification"] <= 300 - uncategorized
     assert stats["vital-desc2article"]["skipped"].get("empty_query", 0) + counts["vital-desc2article"] == 300

@@ -94,6 +94,7 @@ def test_mteb_through_sentence_transformers_gets_the_same_scores(root, quarry_mo
     (["--model", TEACHER, "--examples", "missing"], "no examples dataset named 'missing'"),
     (["--model", TEACHER, "--split", "train", "--tasks", "vital-topic-classification"], "use --split dev or test"),
     ([], "give at least one model"),
+    (["--model", TEACHER, "--with-parent"], "has no parent in its lineage"),
 ])
 def test_bad_eval_input_is_one_line(root, capsys, argv, message):
     assert main(["--root", root, "eval", *argv]) == 2
@@ -105,3 +106,23 @@ def test_a_folder_that_is_no_model_says_so(root, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a model")
     assert main(["--root", root, "eval", "--model", str(tmp_path)]) == 2
     assert "neither a saved Quarry model" in capsys.readouterr().err
+
+
+def test_a_retrained_model_is_scored_beside_its_parent(root, quarry_model, capsys, perturb_in_place):
+    """--with-parent reads the parent from lineage.json and scores both on the same split."""
+    import shutil
+
+    from trainers.lineage import LINEAGE_FILE, Lineage
+
+    child = os.path.join(root, "models", "child")
+    shutil.copytree(quarry_model, child)
+    perturb_in_place(os.path.join(child, "model.safetensors"), delta=0.002)
+    record = Lineage(model="child", backbone="all-MiniLM-L6-v2", parent=quarry_model, parent_fingerprint=None,
+                     shards="shards/x v0001")
+    with open(os.path.join(child, LINEAGE_FILE), "w") as f:
+        f.write(record.to_json())
+    assert main(["--root", root, "eval", "--model", child, "--with-parent", "--tasks", "vital-title2article",
+                 "--no-write"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "diff (last - first)" in line)
+    assert "child" in header and "untrained-mean" in header, out
