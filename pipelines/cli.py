@@ -118,7 +118,8 @@ def mine_config(args) -> MineConfig:
                       class_selection=SelectionConfig(strategy=args.class_strategy, margin=args.class_margin, **common),
                       depth=args.depth, index=IndexConfig(kind=args.index, nlist=args.nlist, nprobe=args.nprobe),
                       batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
-                      query_prompt=args.query_prompt, task_instructions=args.task_instructions, encoders=args.encoders)
+                      query_prompt=args.query_prompt, task_instructions=args.task_instructions, encoders=args.encoders,
+                      reuse=not args.no_reuse)
 
 
 def cmd_mine(args, catalog: Catalog) -> None:
@@ -438,6 +439,9 @@ def add_mine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoders", type=int, help="teacher actors (default: one per GPU, else one)")
     p.add_argument("--query-prompt", default=default(MineConfig, "query_prompt"),
                    help="prefix for queries, e.g. 'query: ' for E5 teachers")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="search every query again, even those a change since the last mine of this name cannot "
+                        "reach (by default they keep their negatives)")
     p.add_argument("--task-instructions", action="store_true",
                    help="prefix queries with their task instruction (instruction-following teachers)")
 

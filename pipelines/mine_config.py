@@ -39,6 +39,7 @@ class MineConfig:
     task_instructions: bool = False  # prefix queries with their task instruction (e5-mistral style)
     encoders: int | None = None  # teacher actors (default: one per GPU, or one CPU actor)
     chunk_rows: int = 2048  # queries per selection batch
+    reuse: bool = True  # take over the negatives of queries a change cannot reach (pipelines.mine_reuse)
 
     def __post_init__(self) -> None:
         validate_name(self.examples)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,7 @@ from miners.teacher import ResolvedTeacher, resolve_teacher, text_key
 from pipelines.embed_stage import embed_missing
 from pipelines.examples import choose_tasks, examples_corpus, task_types
 from pipelines.mine_config import CORPUS_POOL, MineConfig, TaskPlan, plan_task
+from pipelines.mine_reuse import Previous, load_previous, search_masks
 from pipelines.ray_runtime import ensure_ray
 from pipelines.task_types import MINABLE_TYPES
 from storage import Catalog, InputError, InputRef
@@ -38,7 +39,7 @@ QUERY_SCHEMA = pa.schema([
     ("label", pa.string()), ("positive_positions", pa.list_(pa.int64())),
     ("positive_scores", pa.list_(pa.float32())), ("self_position", pa.int64()),
     ("cand_positions", pa.list_(pa.int64())), ("cand_scores", pa.list_(pa.float32())),
-    ("cross_positions", pa.list_(pa.int64())),
+    ("cross_positions", pa.list_(pa.int64())), ("kth_score", pa.float32()),
 ])
 POSITIVE_NOT_IN_POOL = "positive_not_in_pool"
 
@@ -68,6 +69,12 @@ class SearchResult:
     teacher: ResolvedTeacher
     embed_stats: EmbedStats
     cache_name: str
+    previous: Previous | None = None  # the run whose negatives the carried queries keep
+    carried: dict[str, list[str]] = field(default_factory=dict)  # task -> example ids not searched again
+
+    @property
+    def carried_count(self) -> int:
+        return sum(len(v) for v in self.carried.values())
 
 
 def query_string(cfg: MineConfig, instruction: str | None, query: str) -> str:
@@ -121,23 +128,38 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
         pool.vectors = vectors[[row_of[text_key(t)] for t in pool.table.column("text").to_pylist()]]
     inputs.append(cache.input_ref())
 
-    # Search task by task; each pool's index is built once and shared.
+    q_vectors = {task: vectors[[row_of[text_key(q)] for q in query_strings[task]]] for task in plans}
+    depths = {task: min(cfg.depth, len(pools[plan.pool].position)) for task, plan in plans.items()}
+    previous = load_previous(cfg, teacher, catalog)
+    masks = search_masks(previous, cfg, catalog, cache, plans, pools, task_rows, q_vectors, query_strings,
+                         depths) if previous else None
+    if masks is None:
+        previous = None
+
+    # Search task by task; each pool's index is built once, when some query needs it.
     searchers: dict[str, Searcher] = {}
-    query_tables, tasks = [], {}
+    query_tables, tasks, carried = [], {}, {}
     for plan in plans.values():
         pool = pools[plan.pool]
-        if pool.name not in searchers:
-            searchers[pool.name] = Searcher(pool.vectors, cfg.index)
-        depth = min(cfg.depth, len(pool.position))
+        depth = depths[plan.task]
         if depth < cfg.depth:
             log.info("mine: %s: depth %d capped at the pool size %d", plan.task, cfg.depth, depth)
-        q_vectors = vectors[[row_of[text_key(q)] for q in query_strings[plan.task]]]
-        table, skipped = _task_queries(plan, task_rows[plan.task], pool, q_vectors, searchers[pool.name], depth)
+        mask = masks[plan.task] if masks else np.ones(task_rows[plan.task].num_rows, dtype=bool)
+        if mask.any() and pool.name not in searchers:
+            searchers[pool.name] = Searcher(pool.vectors, cfg.index)
+        table, skipped, carried[plan.task] = _task_queries(plan, task_rows[plan.task], pool, q_vectors[plan.task],
+                                                           searchers.get(pool.name), depth, mask)
         query_tables.append(table)
         tasks[plan.task] = TaskInfo(task_type=plan.task_type, strategy=plan.selection.strategy, depth=depth,
                                     queries=task_rows[plan.task].num_rows, skipped=skipped)
-    return SearchResult(plans=plans, pools=pools, queries=pa.concat_tables(query_tables), tasks=tasks, inputs=inputs,
-                        teacher=teacher, embed_stats=embed_stats, cache_name=cache.name)
+    result = SearchResult(plans=plans, pools=pools, queries=pa.concat_tables(query_tables), tasks=tasks,
+                          inputs=inputs, teacher=teacher, embed_stats=embed_stats, cache_name=cache.name,
+                          previous=previous, carried=carried if previous else {})
+    if previous:
+        log.info("mine: searching %d queries again; %d keep their negatives from negatives/%s %s (the change "
+                 "cannot reach them)", result.queries.num_rows, result.carried_count, cfg.output_name,
+                 previous.version)
+    return result
 
 
 def _corpus_pool(catalog: Catalog, corpus_m) -> Pool:
@@ -149,13 +171,14 @@ def _corpus_pool(catalog: Catalog, corpus_m) -> Pool:
                                        "label": pa.nulls(corpus.num_rows, pa.string())}))
 
 
-def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndarray, searcher: Searcher,
-                  depth: int) -> tuple[pa.Table, dict[str, int]]:
-    """Search one task's queries and gather the facts selection needs, one row per query.
+def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndarray, searcher: Searcher | None,
+                  depth: int, mask: np.ndarray) -> tuple[pa.Table, dict[str, int], list[str]]:
+    """Search the task's queries that ``mask`` selects and gather the facts selection needs,
+    one row per query.
 
-    Returns the rows and the queries left out, by reason.
+    Returns the rows, the queries left out by reason, and the example ids of the minable
+    queries the mask left out (they keep their previous negatives).
     """
-    scores, cands = searcher.search(q_vectors, depth)
     ids = rows.column("example_id").to_pylist()
     queries = rows.column("query").to_pylist()
     labels = rows.column("label").to_pylist()
@@ -168,17 +191,24 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
         same_text[key].update(pos)
     out: dict[str, list] = {f.name: [] for f in QUERY_SCHEMA}
     skipped: dict[str, int] = defaultdict(int)
+    todo = [i for i in range(len(ids)) if positions[i] and mask[i]]
+    carried = [ids[i] for i in range(len(ids)) if positions[i] and not mask[i]]
+    scores, cands = searcher.search(q_vectors[todo], depth) if todo else (None, None)
+    row = {i: n for n, i in enumerate(todo)}
     for i, example_id in enumerate(ids):
         if not positions[i]:
             skipped[POSITIVE_NOT_IN_POOL] += 1
             continue
+        if i not in row:
+            continue
         pos_scores = (pool.vectors[positions[i]] @ q_vectors[i]).astype(np.float32)
+        n = row[i]
         values = (plan.task, plan.task_type, example_id, queries[i], labels[i], positions[i], pos_scores.tolist(),
-                  pool.position.get(example_id) if plan.filters_same_class else None, cands[i].tolist(),
-                  scores[i].tolist(), sorted(same_text[keys[i]] - set(positions[i])))
+                  pool.position.get(example_id) if plan.filters_same_class else None, cands[n].tolist(),
+                  scores[n].tolist(), sorted(same_text[keys[i]] - set(positions[i])), float(scores[n][-1]))
         for name, value in zip(QUERY_SCHEMA.names, values):
             out[name].append(value)
     if skipped.get(POSITIVE_NOT_IN_POOL, 0) == len(ids):  # .get: a defaultdict lookup would add a 0
         raise InputError(f"task {plan.task}: none of its {len(ids)} queries has a positive in the candidate pool "
                          f"({pool.name}); rebuild the tasks against this corpus")
-    return pa.Table.from_pydict(out, schema=QUERY_SCHEMA), dict(skipped)
+    return pa.Table.from_pydict(out, schema=QUERY_SCHEMA), dict(skipped), carried

@@ -108,6 +108,8 @@ def select_on_ray(searched: SearchResult, chunk_rows: int, run_id: str) -> list:
     import ray.data
 
     queries = searched.queries
+    if queries.num_rows == 0:
+        return []  # every query kept its previous negatives (pipelines.mine_reuse)
     chunks = [queries.slice(i, chunk_rows) for i in range(0, queries.num_rows, chunk_rows)]
     pool_refs = {name: ray.put(pool.table) for name, pool in searched.pools.items()}
     log.info("mine: selecting negatives for %d queries: %s", queries.num_rows, describe_selection(searched.plans))

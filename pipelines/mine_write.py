@@ -20,6 +20,8 @@ from miners.report import (TaskReport, TaskScores, build_report, format_report, 
 from miners.drift import MinedRun
 from pipelines.mine_config import MineConfig
 from pipelines.mine_drift import DriftResult, flagged, previous_run, write_drift
+from pipelines.mine_reuse import KIND as SEARCHED
+from pipelines.mine_reuse import SEARCHED_SCHEMA, carried_rows
 from pipelines.mine_search import SearchResult
 from pipelines.mine_select import NEGATIVE, NEGATIVE_SCHEMA, QUERY, REJECTED, REJECTION_SCHEMA
 from pipelines.ray_io import block_sizes, write_blocks_ordered
@@ -40,12 +42,16 @@ class MineResult:
     embed_stats: EmbedStats
     run_id: str
     drift: DriftResult | None = None  # against the previous negatives of the same name, if there were any
+    reuse: dict | None = None  # queries carried over from the previous run, and searched again
 
     def summary(self) -> str:
         n, r = self.negatives, self.rejections
         lines = [self.embed_stats.summary(), format_report(self.report),
                  f"negatives/{n.name}: committed {n.version}: {n.num_rows} rows; rejections/{r.name} "
                  f"{r.version}: {r.num_rows} rows; run {self.run_id}"]
+        if self.reuse:
+            lines.insert(1, f"searched {self.reuse['searched_queries']} queries again; {self.reuse['carried_queries']} "
+                            f"the change cannot reach keep their negatives from {self.reuse['previous_version']}")
         return "\n".join(lines + ([self.drift.summary()] if self.drift else []))
 
 
@@ -69,6 +75,7 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
 
     split, columns = ray.remote(split_selected), ray.remote(_columns)
     parts = {kind: [split.remote(b, kind) for b in blocks] for kind in (NEGATIVE, REJECTED, QUERY)}
+    carried_searches = _carry_over(catalog, searched, parts)
     # Query rows come out of the split in the report's columns already; the others are cut down.
     report_parts = {kind: pa.concat_tables(ray.get(refs if kind == QUERY else
                                                    [columns.remote(p, REPORT_COLUMNS[kind]) for p in refs]))
@@ -85,11 +92,16 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
               "embedding_cache": searched.cache_name}
     name = cfg.output_name
     previous = previous_run(catalog, name, list(searched.plans))
+    reuse = ({"previous_version": searched.previous.version, "carried_queries": searched.carried_count,
+              "searched_queries": searched.queries.num_rows} if searched.previous else None)
     with catalog.writer("rejections", name) as writer:
         write_blocks_ordered(parts[REJECTED], block_sizes(parts[REJECTED]), writer.staging_dir, writer.filesystem,
                              rows_per_file=1_000_000, schema=REJECTION_SCHEMA)
         rejections_m = writer.commit(config=config, inputs=searched.inputs, allow_empty=True,
                                      stats={"rejected_by_task": {t: r.rejected for t, r in report.items()}})
+    searched_m = catalog.write_table(SEARCHED, name, searched_table(searched, report_parts[QUERY], carried_searches),
+                                     config={"built_by": "quarry mine", "run_id": run_id})
+    config["searched_version"] = searched_m.version
     with catalog.writer("negatives", name) as writer:
         write_blocks_ordered(parts[NEGATIVE], block_sizes(parts[NEGATIVE]), writer.staging_dir, writer.filesystem,
                              rows_per_file=1_000_000, schema=NEGATIVE_SCHEMA)
@@ -98,7 +110,8 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
                                                 cfg.selection.strategy, cfg.selection.effective_margin))
         negatives_m = writer.commit(config={**config, "rejections_version": rejections_m.version},
                                     inputs=searched.inputs + [rejections_m.input_ref()],
-                                    stats={"report": report_dict(report), "embedding": asdict(searched.embed_stats)})
+                                    stats={"report": report_dict(report), "embedding": asdict(searched.embed_stats),
+                                           "reuse": reuse})
     log.info("mine: %d negatives for %d queries, %d candidates rejected", negatives_m.num_rows,
              sum(r.queries_mined for r in report.values()), rejections_m.num_rows)
     drift = None
@@ -111,4 +124,36 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
                                                 if parts[REJECTED] else previous.flagged.slice(0, 0)))
         drift = write_drift(catalog, previous, now, searched, negatives_m)
     return MineResult(negatives=negatives_m, rejections=rejections_m, report=report,
-                      embed_stats=searched.embed_stats, run_id=run_id, drift=drift)
+                      embed_stats=searched.embed_stats, run_id=run_id, drift=drift, reuse=reuse)
+
+
+def _carry_over(catalog: Catalog, searched: SearchResult, parts: dict[str, list]) -> pa.Table | None:
+    """Add the previous rows of the queries not searched again to the parts; returns their
+    previous search records (None when nothing is carried)."""
+    import ray
+
+    if not searched.carried_count:
+        return None
+    prev = searched.previous
+    ids = [e for ids in searched.carried.values() for e in ids]
+    negatives = carried_rows(catalog, prev, "negatives", prev.version, ids).cast(NEGATIVE_SCHEMA)
+    rejections = carried_rows(catalog, prev, "rejections", prev.negatives.config["rejections_version"], ids)
+    records = carried_rows(catalog, prev, SEARCHED, prev.negatives.config["searched_version"], ids)
+    parts[NEGATIVE].append(ray.put(negatives))
+    parts[REJECTED].append(ray.put(rejections.cast(REJECTION_SCHEMA)))
+    parts[QUERY].append(ray.put(records.select(REPORT_COLUMNS[QUERY])))
+    return records
+
+
+def searched_table(searched: SearchResult, queries: pa.Table, carried: pa.Table | None) -> pa.Table:
+    """``searched/<name>``: each searched query's depth and k-th score beside the positive
+    score and threshold selection applied, then the carried queries' previous records."""
+    kth = dict(zip(searched.queries.column("example_id").to_pylist(), searched.queries.column("kth_score").to_pylist()))
+    fresh = queries.filter(pc.is_in(queries.column("example_id"), pa.array(list(kth), pa.string())))
+    ids = fresh.column("example_id").to_pylist()
+    table = pa.table({"task": fresh.column("task"), "example_id": fresh.column("example_id"),
+                      "depth": pa.array([searched.tasks[t].depth for t in fresh.column("task").to_pylist()], pa.int32()),
+                      "kth_score": pa.array([kth[e] for e in ids], pa.float32()),
+                      "positive_score": fresh.column("positive_score").cast(pa.float64()),
+                      "threshold": fresh.column("threshold").cast(pa.float64())}, schema=SEARCHED_SCHEMA)
+    return pa.concat_tables([table, carried.select(SEARCHED_SCHEMA.names).cast(SEARCHED_SCHEMA)]) if carried else table

@@ -104,7 +104,7 @@ def test_a_retrained_teacher_of_the_same_shape_embeds_everything_again(setup, tm
 
 def test_ray_selection_equals_the_same_function_in_process(setup):
     catalog = Catalog(setup["root"])
-    cfg = MineConfig(examples="small", depth=40)
+    cfg = MineConfig(examples="small", depth=40, reuse=False)  # every query searched, none carried
     searched = search(cfg, catalog)
     import ray
 

@@ -112,7 +112,7 @@ def test_encoder_actors_on_both_nodes_give_the_single_process_result(root):
     cached = EmbeddingCache(catalog, resolve_teacher(spec).cache_name, dim=None, config={}).load(
         [text_key(t) for t in texts])
     assert np.allclose(cached, Teacher(spec, device="cpu").encode(texts, batch_size=64), atol=1e-5)
-    searched = search(MineConfig(examples="small", depth=20, tasks=("desc",)), catalog)
+    searched = search(MineConfig(examples="small", depth=20, tasks=("desc",), reuse=False), catalog)
     on_ray = pa.concat_tables(ray.get(select_on_ray(searched, 16, "run-2n")))
     in_process = SelectNegatives({n: p.table for n, p in searched.pools.items()}, searched.plans,
                                  searched.teacher.label, "run-2n")(searched.queries)
