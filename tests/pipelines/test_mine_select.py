@@ -21,7 +21,7 @@ def _queries():
             "query": ["q one", "q two"], "label": [None, None], "positive_positions": [[0], [5]],
             "positive_scores": [[0.9], [0.3]], "self_position": [None, None],
             "cand_positions": [[0, 1, 2, 3], [5, 4]], "cand_scores": [[0.9, 0.86, 0.8, 0.5], [0.3, 0.29]],
-            "cross_positions": [[], []]}
+            "cross_positions": [[], []], "kth_score": [0.1, 0.2]}
     return pa.Table.from_pydict(rows, schema=QUERY_SCHEMA)
 
 
