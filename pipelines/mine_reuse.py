@@ -26,6 +26,7 @@ from miners.select import normalized_query_key
 from miners.teacher import ResolvedTeacher, text_key
 from pipelines.mine_config import CORPUS_POOL, MineConfig, TaskPlan
 from storage import Catalog, CatalogError, Manifest
+from storage.writer import jsonable
 
 log = logging.getLogger("quarry")
 
@@ -68,7 +69,7 @@ def load_previous(cfg: MineConfig, teacher: ResolvedTeacher, catalog: Catalog) -
     why = None
     if cfg.index.kind != "flat":
         why = f"a {cfg.index.kind} index is approximate: its results can move when the pool changes"
-    elif {k: m.config.get(k) for k in reuse_key(cfg, teacher)} != _jsonable(reuse_key(cfg, teacher)):
+    elif {k: m.config.get(k) for k in reuse_key(cfg, teacher)} != jsonable(reuse_key(cfg, teacher)):
         why = "its teacher or settings differ"
     elif not m.config.get("searched_version"):
         why = "it kept no per-query search record"
@@ -83,12 +84,6 @@ def load_previous(cfg: MineConfig, teacher: ResolvedTeacher, catalog: Catalog) -
                                   columns=EXAMPLE_COLUMNS)
     corpus = catalog.manifest("corpus", inputs["corpus"].name, inputs["corpus"].version) if "corpus" in inputs else None
     return Previous(negatives=m, searched=record, examples=examples, corpus=corpus)
-
-
-def _jsonable(value):
-    import json
-
-    return json.loads(json.dumps(value, default=str))
 
 
 @dataclass
@@ -166,7 +161,7 @@ def search_masks(previous: Previous, cfg: MineConfig, catalog: Catalog, cache: E
             before = old.get((task, r["example_id"]))
             same = before is not None and (query_string(cfg, before["instruction"], before["query"]),
                                            before["positive_ids"], before["label"]) == (
-                query_string(cfg, r["instruction"], r["query"]), r["positive_ids"], r["label"])
+                query_strings[task][i], r["positive_ids"], r["label"])
             if not same or set(r["positive_ids"]) & change.changed_ids:
                 facts[i] = True
                 touched_texts.add(normalized_query_key(r["query"]))

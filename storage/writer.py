@@ -131,7 +131,7 @@ class DatasetWriter:
             latest = self.catalog.latest(self.kind, self.name)
             if latest:
                 prev = self.catalog.manifest(self.kind, self.name, latest)
-                if prev.content_hash == content_hash and prev.config == _jsonable(config):
+                if prev.content_hash == content_hash and prev.config == jsonable(config):
                     self.abort()
                     self.unchanged = True
                     return prev
@@ -147,7 +147,7 @@ class DatasetWriter:
             kind=self.kind, name=self.name, version=version, created_at=utc_now(),
             num_rows=num_rows, num_bytes=sum(e.bytes for e in file_entries),
             content_hash=content_hash, schema=describe_schema(schema), files=file_entries,
-            config=_jsonable(config), inputs=list(inputs), stats=_jsonable(stats or {}),
+            config=jsonable(config), inputs=list(inputs), stats=jsonable(stats or {}),
             attachments=sorted(self._attachments), code_version=code_version(),
             arrow_schema=encode_schema(schema),
         )
@@ -232,8 +232,8 @@ class DatasetWriter:
                 pass  # another writer staged in the meantime: its area stays
 
 
-def _jsonable(value: Any) -> Any:
-    """Round-trip through JSON so manifests compare equal to what was written."""
+def jsonable(value: Any) -> Any:
+    """Round-trip through JSON so a value compares equal to what a manifest recorded."""
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
