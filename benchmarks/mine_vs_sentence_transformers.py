@@ -1,18 +1,21 @@
 """Quarry mine vs sentence-transformers' mine_hard_negatives, same teacher, same settings.
 
-    python benchmarks/mine_vs_sentence_transformers.py [--limit N] [--fixed-batches]
+    python benchmarks/mine_vs_sentence_transformers.py [--limit N] [--fixed-batches] [--precisions fp32,bf16]
 
 Task: the embedded vital articles, query = description, positive = the article's text,
 candidates = every article (both tools get the same cleaned texts). Teacher: the packaged
 all-MiniLM-L6-v2. Settings: relative margin 0.05 = topk_perc_pos 0.95, 5 negatives, depth
 50, exact FAISS; each tool at its default batching (sentence-transformers: 32 texts per
 forward pass; Quarry: a padded-token budget). Runs, in this one process: (a)
-sentence-transformers, (b) Quarry cold (empty embedding cache), (c) Quarry warm (same
-inputs again: cache hit), and with --fixed-batches (d) Quarry cold with the token budget
-off (64 texts per pass), to show what the budget buys. Prints wall times,
-their ratios, peak memory, and the per-query Jaccard overlap of the two negative sets with
-the reason for every disagreement. A benchmark, not a test: record the figures and the
-machine in docs/benchmarks.md.
+sentence-transformers at fp32, (b) Quarry cold (empty embedding cache) at each teacher
+precision, (c) Quarry warm (same inputs again: cache hit), and with --fixed-batches (d)
+Quarry cold with the token budget off (64 texts per pass), to show what the budget buys.
+Prints wall times, their ratios, peak memory, the per-query Jaccard overlap of the
+negative sets with sentence-transformers' (with the reason for every disagreement) and
+with Quarry's own fp32 negatives, and the teacher's nDCG@10 on the test split at each
+precision (``quarry eval`` on the vectors each mine cached), so that a faster teacher is
+not silently a worse one. A benchmark, not a test: record the figures and the machine in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import psutil  # noqa: E402
 
 from miners.select import SelectionConfig  # noqa: E402
 from miners.teacher import TeacherSpec  # noqa: E402
+from pipelines.evaluate import EvalConfig, evaluate  # noqa: E402
 from pipelines.mine import MineConfig, mine  # noqa: E402
 from pipelines.ray_runtime import ensure_ray  # noqa: E402
 from pipelines.sources import SourceConfig  # noqa: E402
@@ -80,9 +84,10 @@ class PeakRSS:
         self._thread.join()
 
 
-def build_inputs(catalog: Catalog, limit: int | None) -> None:
-    """corpus/bench and examples/bench (the desc2article task) in ``catalog``."""
-    build_wiki(WikiBuildConfig(name="bench", source=SourceConfig(limit=limit)), catalog)
+def build_inputs(catalog: Catalog, limit: int | None, source: SourceConfig | None = None) -> None:
+    """corpus/bench and examples/bench (the desc2article task) in ``catalog``, from the
+    embedded English articles unless ``source`` says otherwise."""
+    build_wiki(WikiBuildConfig(name="bench", source=source or SourceConfig(limit=limit)), catalog)
     build_tasks(parse_task_set(SPEC), catalog)
 
 
@@ -91,6 +96,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N articles only (quick check)")
     parser.add_argument("--negatives", type=int, default=5)
     parser.add_argument("--depth", type=int, default=50)
+    parser.add_argument("--precisions", default="fp32,bf16",
+                        help="teacher precisions to mine cold at, the first is the reference (default %(default)s)")
     parser.add_argument("--fixed-batches", action="store_true",
                         help="also time Quarry cold with --max-batch-tokens 0, on a second data root")
     args = parser.parse_args()
@@ -127,50 +134,68 @@ def main() -> None:
     print(f"sentence-transformers: {st_time:.1f} s", flush=True)
     del model
 
-    # (b, c) Quarry, cold then warm.
-    cfg = MineConfig(examples="bench", depth=args.depth,
-                     selection=SelectionConfig(strategy="topk_perc_pos", margin=0.95, num_negatives=args.negatives),
-                     class_selection=SelectionConfig(strategy="topk", num_negatives=args.negatives))
+    # (b) Quarry cold at each precision: each has its own cache (the precision is in its key)
+    # and its own negatives name (so no run reuses another's searches); (c) warm and deep
+    # from the cache at the last precision.
+    precisions = args.precisions.split(",")
+    selection = SelectionConfig(strategy="topk_perc_pos", margin=0.95, num_negatives=args.negatives)
+    class_selection = SelectionConfig(strategy="topk", num_negatives=args.negatives)
+
+    def config(name: str, precision: str, depth: int) -> MineConfig:
+        return MineConfig(examples="bench", name=name, depth=depth, selection=selection,
+                          class_selection=class_selection, teacher=TeacherSpec(precision=precision))
+
     runs = {}
-    for label in ("cold", "warm", "deep"):
-        if label == "deep":
-            # sentence-transformers searches range_max + (most positives of any query) deep and
-            # picks among the first range_max survivors; Quarry at that depth, from the cache.
-            deep = args.depth + max(Counter(anchors).values())
-            cfg = MineConfig(examples="bench", depth=deep, name="bench-deep", selection=cfg.selection,
-                             class_selection=cfg.class_selection)
+    plan = [(f"cold {p}", config(f"bench-{p}", p, args.depth)) for p in precisions]
+    # sentence-transformers searches range_max + (most positives of any query) deep and
+    # picks among the first range_max survivors; Quarry at that depth, from the cache.
+    deep = args.depth + max(Counter(anchors).values())
+    plan += [("warm", config(f"bench-{precisions[-1]}", precisions[-1], args.depth)),
+             ("deep", config("bench-deep", precisions[-1], deep))]
+    for label, cfg in plan:
         with PeakRSS(tree=True) as mem:
             t = time.perf_counter()
             result = mine(cfg, catalog)
             runs[label] = (time.perf_counter() - t, mem, result)
         print(f"quarry {label}: {runs[label][0]:.1f} s (embedded {result.embed_stats.embedded}, "
               f"token budget {result.embed_stats.max_batch_tokens})", flush=True)
+    ndcg = {}
+    for p in precisions:
+        scored = evaluate(EvalConfig(models=[TeacherSpec().teacher], examples="bench", split="test", precision=p,
+                                     write=False), catalog)
+        ndcg[p] = scored.models[0].value("desc2article", "ndcg_at_10")
+        print(f"teacher at {p}: nDCG@10 {ndcg[p]:.4f} on the test split", flush=True)
     fixed = None
     if args.fixed_batches:
         other = Catalog(tempfile.mkdtemp(prefix="quarry-mine-bench-fixed-"))
         build_inputs(other, args.limit)
         t = time.perf_counter()
-        mine(MineConfig(examples="bench", depth=args.depth, selection=cfg.selection,
-                        class_selection=cfg.class_selection, max_batch_tokens=0), other)
+        mine(MineConfig(examples="bench", depth=args.depth, selection=selection, class_selection=class_selection,
+                        max_batch_tokens=0, teacher=TeacherSpec(precision=precisions[-1])), other)
         fixed = time.perf_counter() - t
         print(f"quarry cold, token budget off (64 texts per pass): {fixed:.1f} s", flush=True)
 
     neg_cols = [c for c in st_out.column_names if c.startswith("negative")]
     st_sets = {(r["query"], r["positive"]): {r[c] for c in neg_cols} for r in st_out}
     overlap = {label: compare(catalog, runs[label][2], examples, text_of, anchors, st_sets, args.negatives)
-               for label in ("cold", "deep")}
-    st_s, (cold_s, cold_mem, _), (warm_s, warm_mem, _) = st_time, runs["cold"], runs["warm"]
+               for label in (f"cold {precisions[-1]}", "deep")}
+    reference = f"cold {precisions[0]}"
+    agreement = {label: own_agreement(catalog, runs[reference][2], runs[label][2])
+                 for label in runs if label.startswith("cold ") and label != reference}
+    st_s, (warm_s, warm_mem, _) = st_time, runs["warm"]
     print()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
           f"Python {platform.python_version()}")
     print(f"{'run':28} {'seconds':>8} {'ratio':>7} {'peak RSS':>10}")
     print(f"{'sentence-transformers':28} {st_s:8.1f} {1.0:7.2f} {st_mem.peak / 2**30:8.2f} GiB  (this process)")
-    print(f"{'quarry mine, cold':28} {cold_s:8.1f} {cold_s / st_s:7.2f} {cold_mem.peak / 2**30:8.2f} GiB  "
-          "(process tree: driver + Ray)")
+    for p in precisions:
+        cold_s, cold_mem, _ = runs[f"cold {p}"]
+        print(f"{'quarry mine, cold, ' + p:28} {cold_s:8.1f} {cold_s / st_s:7.2f} {cold_mem.peak / 2**30:8.2f} GiB  "
+              f"(process tree: driver + Ray); teacher nDCG@10 {ndcg[p]:.4f}")
     print(f"{'quarry mine, warm (cache)':28} {warm_s:8.1f} {warm_s / st_s:7.2f} {warm_mem.peak / 2**30:8.2f} GiB")
     if fixed is not None:
         print(f"{'quarry cold, no token budget':28} {fixed:8.1f} {fixed / st_s:7.2f}")
-    print(f"cold/warm speed-up: {cold_s / warm_s:.1f}x; warm vs ST: {st_s / warm_s:.1f}x; "
+    print(f"cold/warm speed-up: {cold_s / warm_s:.1f}x ({precisions[-1]}); warm vs ST: {st_s / warm_s:.1f}x; "
           f"Ray start-up (not included above): {ray_start:.1f} s")
     for label, (jaccards, why) in overlap.items():
         depth = runs[label][2].report["desc2article"].depth
@@ -179,6 +204,25 @@ def main() -> None:
               f"identical for {identical} of {len(jaccards)} queries; where they differ:")
         for reason, n in why.most_common():
             print(f"  {n:6d}  {reason}")
+    for label, (mean, identical, total) in agreement.items():
+        print(f"negative sets, quarry {label} vs quarry {reference}: mean Jaccard {mean:.4f}; identical for "
+              f"{identical} of {total} queries; nDCG@10 {ndcg[label[5:]] - ndcg[precisions[0]]:+.4f}")
+
+
+def own_agreement(catalog, reference, other) -> tuple[float, int, int]:
+    """Mean per-query Jaccard of two Quarry runs' negative sets, identical sets, queries."""
+    def sets(result) -> dict[str, set]:
+        out: dict[str, set] = defaultdict(set)
+        rows = catalog.read_table("negatives", result.negatives.name, result.negatives.version,
+                                  columns=["example_id", "neg_id"]).to_pylist()
+        for r in rows:
+            out[r["example_id"]].add(r["neg_id"])
+        return out
+
+    a, b = sets(reference), sets(other)
+    queries = sorted(set(a) | set(b))
+    jaccards = [len(a[q] & b[q]) / len(a[q] | b[q]) for q in queries]
+    return sum(jaccards) / len(jaccards), sum(1 for j in jaccards if j == 1.0), len(queries)
 
 
 def compare(catalog, result, examples, text_of, anchors, st_sets, num_negatives):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from miners.teacher import ResolvedTeacher, TeacherSpec, fingerprint, plan_batches, resolve_teacher, text_key
+from miners.teacher import AUTO, ResolvedTeacher, TeacherSpec, fingerprint, plan_batches, resolve_teacher, text_key
 from storage import InputError
 from storage.packaged import is_packaged
 
@@ -144,9 +144,12 @@ class SentenceTransformerRef:
 ModelRef = QuarryModelRef | SentenceTransformerRef
 
 
-def resolve_model(name: str, models_dir: str | None = None, max_length: int | None = None) -> ModelRef:
+def resolve_model(name: str, models_dir: str | None = None, max_length: int | None = None,
+                  precision: str = AUTO) -> ModelRef:
     """A saved Quarry model (a folder, or a run name under ``models_dir``), else a
-    sentence-transformers model (folder, hub id or ``packaged:``)."""
+    sentence-transformers model (folder, hub id or ``packaged:``), at ``precision`` as the
+    teacher (``miners.teacher``; auto resolved for CPU encoders, ``on_device`` resolves it
+    again for others), so evaluating the teacher reads the vectors mining cached."""
     path = name
     if not os.path.isdir(path) and models_dir and not is_packaged(name) and os.path.isdir(os.path.join(models_dir, name)):
         path = os.path.join(models_dir, name)
@@ -158,4 +161,5 @@ def resolve_model(name: str, models_dir: str | None = None, max_length: int | No
                                     or os.path.isfile(os.path.join(path, "config.json"))):
         raise InputError(f"--model {name}: {path} is neither a saved Quarry model ({_config_name()}) nor a "
                          "sentence-transformers folder (modules.json or config.json)")
-    return SentenceTransformerRef(name=name, resolved=resolve_teacher(TeacherSpec(teacher=path, max_length=max_length)))
+    spec = TeacherSpec(teacher=path, max_length=max_length, precision=precision)
+    return SentenceTransformerRef(name=name, resolved=resolve_teacher(spec))

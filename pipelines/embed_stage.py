@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from miners.cache import EmbeddingCache, EmbedStats, embeddings_table
 from pipelines.ray_io import block_sizes, write_blocks_ordered
+from pipelines.ray_runtime import wait_for_local_exit
 
 log = logging.getLogger("quarry")
 
@@ -63,6 +64,10 @@ class EncoderActor:
         vectors = self.encoder.encode_pairs(batch.column("instruction").to_pylist(), batch.column("text").to_pylist(),
                                             self.batch_size, self.max_batch_tokens)
         return embeddings_table(batch.column("key").to_pylist(), vectors)
+
+
+# The process title Ray gives an EncoderActor of a Ray Data actor pool.
+ENCODER_TITLE = f"ray::MapWorker(MapBatches({EncoderActor.__name__}))"
 
 
 @dataclass(frozen=True)
@@ -146,4 +151,8 @@ def embed_missing(texts: Mapping[str, str | tuple[str, str]], cache: EmbeddingCa
 
     manifest, _ = cache.append(stage, asdict(stats))
     log.info("embed: cache embeddings/%s is now %s with %d vectors", cache.name, manifest.version, manifest.num_rows)
+    refs.clear()  # the embedded blocks leave the object store
+    del ds
+    if not wait_for_local_exit(ENCODER_TITLE):
+        log.warning("embed: an encoder actor of this machine had not exited 20 s after its stage ended")
     return stats

@@ -23,6 +23,7 @@ import pyarrow as pa
 from evaluation.models import QUARRY, ModelRef, resolve_model
 from evaluation.mteb_tasks import EVALUABLE_TYPES, METRICS, TaskData, mteb_task
 from miners.cache import EmbeddingCache, EmbedStats
+from miners.teacher import AUTO, PRECISIONS
 from pipelines.examples import choose_tasks, examples_corpus, task_types
 from storage import Catalog, DataRoot, InputError, format_table
 from storage.packaged import is_packaged
@@ -55,6 +56,7 @@ class EvalConfig:
     tasks: list[str] = field(default_factory=list)  # default: every evaluable task
     batch_size: int = 64
     max_length: int | None = None  # default: each model's own
+    precision: str = "auto"  # sentence-transformers models only, as --teacher-precision when mining
     query_prompt: str = ""  # sentence-transformers models only: prefix of query-side texts (the teacher mined bare)
     encoders: int | None = None  # encoder actors (default: one per GPU, else one)
     max_batch_tokens: int | None = None  # padded tokens per forward pass (default: the device's)
@@ -70,6 +72,8 @@ class EvalConfig:
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.max_length is not None and self.max_length < 8:
             raise InputError(f"--max-length must be at least 8, got {self.max_length}")
+        if self.precision not in (AUTO, *PRECISIONS):
+            raise InputError(f"--precision must be one of {', '.join((AUTO, *PRECISIONS))}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -247,15 +251,15 @@ def _in_order(task_results, tasks: list[TaskData]):
     return [by_name[t.name] for t in tasks]
 
 
-def model_ref(name: str, root: DataRoot, max_length: int | None) -> ModelRef:
+def model_ref(name: str, root: DataRoot, max_length: int | None, precision: str = AUTO) -> ModelRef:
     """``name`` as ``resolve_model`` takes it, where a run name means ``<root>/models/<name>``
     (on an object-store root: copied to the local cache, and fetched by each encoder actor)."""
     if root.is_local:
-        return resolve_model(name, root.path("models"), max_length)
+        return resolve_model(name, root.path("models"), max_length, precision)
     saved = None if os.path.isdir(name) or is_packaged(name) else saved_model(root, name)
     if saved is None:
-        return resolve_model(name, None, max_length)
-    ref = resolve_model(fetch_dir(root, saved), None, max_length)
+        return resolve_model(name, None, max_length, precision)
+    ref = resolve_model(fetch_dir(root, saved), None, max_length, precision)
     return dataclasses.replace(ref, name=name, origin=(root.uri, saved)) if ref.kind == QUARRY else ref
 
 
@@ -275,8 +279,15 @@ def with_parents(models: list[str], root: DataRoot) -> list[str]:
 
 
 def evaluate(cfg: EvalConfig, catalog: Catalog) -> EvalResult:
+    from pipelines.embed_stage import encoder_shape
+    from pipelines.ray_runtime import ensure_ray
+
     models = with_parents(cfg.models, catalog.root) if cfg.with_parents else cfg.models
-    refs = [model_ref(m, catalog.root, cfg.max_length) for m in models]
+    refs = [model_ref(m, catalog.root, cfg.max_length, cfg.precision) for m in models]  # bad names fail before Ray
+    ensure_ray()
+    device = encoder_shape().device  # decides what auto precision means for sentence-transformers models
+    refs = [r if r.kind == QUARRY else dataclasses.replace(r, resolved=r.resolved.on_device(cfg.precision, device))
+            for r in refs]
     tasks, version = load_task_data(cfg, catalog)
     result = EvalResult(cfg.examples, version, cfg.split, [evaluate_model(r, tasks, cfg, catalog, version) for r in refs])
     if cfg.write:

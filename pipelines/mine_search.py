@@ -23,7 +23,7 @@ from miners.index import Searcher
 from miners.report import TaskInfo
 from miners.select import normalized_query_key
 from miners.teacher import ResolvedTeacher, resolve_teacher, text_key
-from pipelines.embed_stage import embed_missing
+from pipelines.embed_stage import embed_missing, encoder_shape
 from pipelines.examples import choose_tasks, examples_corpus, task_types
 from pipelines.mine_config import CORPUS_POOL, MineConfig, TaskPlan, plan_task
 from pipelines.mine_reuse import Previous, load_previous, search_masks
@@ -117,8 +117,10 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     for strings in query_strings.values():
         for q in strings:
             texts[text_key(q)] = q
-    teacher = resolve_teacher(cfg.teacher)
+    teacher = resolve_teacher(cfg.teacher)  # before Ray starts: a teacher that is not there fails fast
     ensure_ray()
+    teacher = teacher.on_device(cfg.teacher.precision, encoder_shape().device)  # what auto means there
+    log.info("mine: teacher %s at %s precision", teacher.label, teacher.precision)
     cache = EmbeddingCache(catalog, teacher.cache_name, dim=None, config=teacher.provenance())
     embed_stats = embed_missing(texts, cache, teacher, cfg.batch_size, cfg.encoders, cfg.max_batch_tokens)
     key_list = list(texts)

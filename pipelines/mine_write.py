@@ -43,10 +43,11 @@ class MineResult:
     run_id: str
     drift: DriftResult | None = None  # against the previous negatives of the same name, if there were any
     reuse: dict | None = None  # queries carried over from the previous run, and searched again
+    precision: str = "fp32"  # the teacher's, as resolved for its encoders
 
     def summary(self) -> str:
         n, r = self.negatives, self.rejections
-        lines = [self.embed_stats.summary(), format_report(self.report),
+        lines = [f"{self.embed_stats.summary()}; teacher at {self.precision}", format_report(self.report),
                  f"negatives/{n.name}: committed {n.version}: {n.num_rows} rows; rejections/{r.name} "
                  f"{r.version}: {r.num_rows} rows; run {self.run_id}"]
         if self.reuse:
@@ -124,7 +125,8 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
                                                 if parts[REJECTED] else previous.flagged.slice(0, 0)))
         drift = write_drift(catalog, previous, now, searched, negatives_m)
     return MineResult(negatives=negatives_m, rejections=rejections_m, report=report,
-                      embed_stats=searched.embed_stats, run_id=run_id, drift=drift, reuse=reuse)
+                      embed_stats=searched.embed_stats, run_id=run_id, drift=drift, reuse=reuse,
+                      precision=searched.teacher.precision)
 
 
 def _carry_over(catalog: Catalog, searched: SearchResult, parts: dict[str, list]) -> pa.Table | None:

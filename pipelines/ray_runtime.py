@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 
 log = logging.getLogger("quarry")
 
@@ -109,3 +110,31 @@ def configure_data_context() -> None:
     if os.environ.get("QUARRY_QUIET_RAY_DATA") == "1":
         # Set after ``import ray.data``, which installs Ray Data's own logging config.
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+
+
+def wait_for_local_exit(title: str, timeout_s: float = 20.0) -> bool:
+    """Wait until no process under this one carries ``title`` (a local Ray's workers are
+    its descendants; on a cluster there are none to wait for). False if some outlived
+    ``timeout_s``.
+
+    Why: Ray Data ends a finished stage's actor pool with ``ray.kill``, which returns before
+    the process exits, so a teacher actor (1.2 GiB on the MiniLM teacher) stayed resident
+    while the next step loaded the cached vectors and searched them: the peak of a cold
+    mine (benchmarks/mine_memory.py, docs/benchmarks.md).
+    """
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if proc.cmdline()[:1] and proc.cmdline()[0].startswith(title):
+                    alive.append(proc)
+            except psutil.Error:  # gone while we looked
+                continue
+        if not alive:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        psutil.wait_procs(alive, timeout=min(1.0, max(0.0, deadline - time.monotonic())))

@@ -1,3 +1,5 @@
+import hashlib
+import json
 import os
 import shutil
 
@@ -5,7 +7,8 @@ import numpy as np
 import pytest
 
 from miners.cache import EmbeddingCache, embeddings_table
-from miners.teacher import Teacher, TeacherSpec, fingerprint, plan_batches, resolve_teacher
+import miners.teacher as teacher_module
+from miners.teacher import PRECISIONS, Teacher, TeacherSpec, fingerprint, plan_batches, resolve_teacher
 from storage import PACKAGED_MINILM, CatalogError, InputError, resolve_packaged
 
 MINILM_LAYER = "encoder.layer.3.attention.self.query.weight"
@@ -67,8 +70,51 @@ def test_packaged_teacher_encodes_normalised_rows():
     out = teacher.encode(["a cat sat", "quantum chromodynamics"])
     assert out.shape == (2, 384) and out.dtype == np.float32
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    assert teacher.cache_name == spec.cache_name(fp, 256)
-    assert TeacherSpec(max_length=128).cache_name(fp, 128) != teacher.cache_name
+    assert teacher.cache_name == resolved.spec.cache_name(fp, 256)
+    assert TeacherSpec(max_length=128, precision=resolved.precision).cache_name(fp, 128) != teacher.cache_name
+
+
+def test_precision_is_part_of_the_cache_key_and_fp32_keeps_the_old_key():
+    fp = "0123456789abcdef"
+    names = {p: TeacherSpec(precision=p).cache_name(fp, 256) for p in PRECISIONS}
+    assert len(set(names.values())) == len(PRECISIONS)  # vectors of two precisions never share a cache
+    legacy = hashlib.sha256(json.dumps([fp, 256, True]).encode()).hexdigest()[:12]
+    assert names["fp32"] == f"packaged-all-MiniLM-L6-v2-{legacy}"  # caches built before precision stay valid
+    with pytest.raises(ValueError, match="resolve"):
+        TeacherSpec().cache_name(fp, 256)  # auto is never a key
+    with pytest.raises(InputError, match="--teacher-precision must be one of auto, fp32, bf16, got 'int8'"):
+        TeacherSpec(precision="int8")
+
+
+def test_the_cpuinfo_bf16_check_agrees_with_torch():
+    import torch
+
+    assert teacher_module.native_bf16_cpu() == bool(torch.cpu._is_avx512_bf16_supported()
+                                                    or torch.cpu._is_amx_tile_supported())
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it(monkeypatch):
+    monkeypatch.setattr(teacher_module, "native_bf16_cpu", lambda: True)
+    assert resolve_teacher(TeacherSpec(), "cpu").precision == "bf16"
+    assert resolve_teacher(TeacherSpec(), "cuda").precision == "fp32"  # GPUs: not measured yet
+    assert resolve_teacher(TeacherSpec(precision="fp32"), "cpu").precision == "fp32"  # asked for: kept
+    on_cpu = resolve_teacher(TeacherSpec())  # the driver, before it knows the encoders' device
+    on_gpu = on_cpu.on_device("auto", "cuda")
+    assert on_gpu.precision == "fp32" and on_gpu.cache_name != on_cpu.cache_name
+    assert on_cpu.on_device("bf16", "cuda").cache_name == on_cpu.cache_name
+    monkeypatch.setattr(teacher_module, "native_bf16_cpu", lambda: False)
+    assert resolve_teacher(TeacherSpec(), "cpu").precision == "fp32"
+    assert resolve_teacher(TeacherSpec(precision="bf16"), "cuda").precision == "bf16"
+
+
+def test_bf16_vectors_are_the_fp32_vectors_to_within_rounding():
+    texts = ["a cat sat on the mat", "quantum chromodynamics is the theory of the strong interaction " * 4, ""]
+    fp32 = Teacher(TeacherSpec(precision="fp32"), device="cpu").encode(texts)
+    bf16 = Teacher(TeacherSpec(precision="bf16"), device="cpu").encode(texts)
+    assert bf16.dtype == np.float32
+    assert np.allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-5)  # normalised in fp32
+    cosine = (fp32 * bf16).sum(axis=1)
+    assert cosine.min() > 0.999 and not np.array_equal(fp32, bf16)  # close, and really computed in bf16
 
 
 def test_a_teacher_that_does_not_load_is_a_clear_error(tmp_path):
@@ -101,9 +147,11 @@ def test_plan_batches_keeps_each_pass_within_the_token_budget():
         plan_batches([3], 0, 100)
 
 
-def test_token_budget_encoding_equals_plain_encoding():
-    """The optimisation against its reference: same rows, same order, same vectors."""
-    teacher = Teacher(TeacherSpec(max_length=64), device="cpu")
+@pytest.mark.parametrize("precision,atol", [("fp32", 1e-5), ("bf16", 5e-3)])
+def test_token_budget_encoding_equals_plain_encoding(precision, atol):
+    """The optimisation against its reference: same rows, same order, same vectors (to the
+    rounding of the precision: bf16 sums depend on the batch's padded shape)."""
+    teacher = Teacher(TeacherSpec(max_length=64, precision=precision), device="cpu")
     texts = ["a cat", "the history of the Roman empire from its founding to its fall " * 6, "",
              "quantum chromodynamics", "x " * 200, "a cat"]
     lengths = teacher.token_lengths(texts)
@@ -111,7 +159,7 @@ def test_token_budget_encoding_equals_plain_encoding():
     plain = teacher.encode(texts, batch_size=32)
     budgeted = teacher.encode(texts, batch_size=32, max_batch_tokens=70)  # a 64-token row goes alone
     assert budgeted.shape == plain.shape == (6, 384)
-    assert np.allclose(budgeted, plain, atol=1e-5)
+    assert np.allclose(budgeted, plain, atol=atol)
     assert np.array_equal(budgeted[0], budgeted[5])
     assert teacher.encode([], max_batch_tokens=70).shape == (0, 384)
 

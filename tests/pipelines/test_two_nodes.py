@@ -109,9 +109,11 @@ def test_encoder_actors_on_both_nodes_give_the_single_process_result(root):
     catalog = Catalog(root)
     texts = catalog.read_table("corpus", "small").column("text").to_pylist()
     spec = TeacherSpec()
-    cached = EmbeddingCache(catalog, resolve_teacher(spec).cache_name, dim=None, config={}).load(
-        [text_key(t) for t in texts])
-    assert np.allclose(cached, Teacher(spec, device="cpu").encode(texts, batch_size=64), atol=1e-5)
+    resolved = resolve_teacher(spec)
+    cached = EmbeddingCache(catalog, resolved.cache_name, dim=None, config={}).load([text_key(t) for t in texts])
+    # bf16 sums depend on the padded shape of the batch, so equal only to its rounding
+    assert np.allclose(cached, Teacher(spec, device="cpu").encode(texts, batch_size=64),
+                       atol={"fp32": 1e-5, "bf16": 5e-3}[resolved.precision])
     searched = search(MineConfig(examples="small", depth=20, tasks=("desc",), reuse=False), catalog)
     on_ray = pa.concat_tables(ray.get(select_on_ray(searched, 16, "run-2n")))
     in_process = SelectNegatives({n: p.table for n, p in searched.pools.items()}, searched.plans,
