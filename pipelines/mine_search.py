@@ -125,6 +125,7 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     embed_stats = embed_missing(texts, cache, teacher, cfg.batch_size, cfg.encoders, cfg.max_batch_tokens)
     key_list = list(texts)
     vectors = cache.load(key_list)
+    log.info("mine: %d vectors loaded from embeddings/%s", len(key_list), cache.name)
     row_of = {k: i for i, k in enumerate(key_list)}
     for pool in pools.values():
         pool.vectors = vectors[[row_of[text_key(t)] for t in pool.table.column("text").to_pylist()]]

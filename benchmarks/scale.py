@@ -1,0 +1,169 @@
+"""Mining at scale without the teacher: synthetic vectors in a real embedding cache.
+
+    python benchmarks/scale.py --passages 1000000 [--queries N] [--indexes flat,ivf,hnsw]
+
+Builds a corpus of N synthetic passages and a retrieval task with one query per passage
+(its positive) through the real build stages (a JSONL files source), then writes the
+vectors of every text into the teacher's embedding cache as a real cache version: random
+unit vectors for passages, and for each query its positive's vector plus noise (cosine
+about 0.8 to it), so the positive-aware threshold has work to do. ``quarry mine`` then
+runs for real and finds every text cached: loading, index, search, selection, writing,
+report. Per index kind it prints the time between the mine's log lines (its stages) and
+the peak PSS of the process tree (benchmarks/mine_memory.py's sampler); and the recall@depth
+of IVF and HNSW against flat on a sample of queries. A benchmark, not a test: record the
+figures and the machine in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("QUARRY_PROGRESS", "0")
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+from mine_memory import GIB, Sampler  # noqa: E402
+from mine_vs_sentence_transformers import build_inputs  # noqa: E402
+
+from miners.cache import EmbeddingCache, embeddings_table  # noqa: E402
+from miners.index import IndexConfig, Searcher  # noqa: E402
+from miners.teacher import TeacherSpec, resolve_teacher, text_key  # noqa: E402
+from pipelines.mine import MineConfig, mine  # noqa: E402
+from pipelines.ray_runtime import ensure_ray  # noqa: E402
+from pipelines.sources import SourceConfig  # noqa: E402
+from storage import Catalog  # noqa: E402
+
+DEPTH = 50
+WRITE_ROWS = 100_000
+
+
+class Timeline(logging.Handler):
+    """The quarry log's lines with the seconds since the previous one: the mine's stages."""
+
+    def __init__(self, sampler: Sampler):
+        super().__init__()
+        self.sampler, self.lines, self.last = sampler, [], time.perf_counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        now = time.perf_counter()
+        message = record.getMessage()
+        self.lines.append((now - self.last, message[:100]))
+        self.last = now
+        self.sampler.stage = message[:90]
+
+
+def write_source(root: str, n: int) -> str:
+    path = os.path.join(root, "passages.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"title": f"Passage {i}", "text": f"Synthetic passage number {i}, about topic {i % 97}.",
+                                "description": f"What does synthetic passage {i} say?"}) + "\n")
+    return path
+
+
+def fill_cache(catalog: Catalog, dim: int, seed: int) -> int:
+    """The teacher's cache, holding a vector for every text the mine will ask for."""
+    teacher = resolve_teacher(TeacherSpec())
+    corpus = catalog.read_table("corpus", "bench", columns=["doc_id", "text"])
+    examples = catalog.read_table("examples", "bench", columns=["query", "positive_ids"])
+    rng = np.random.default_rng(seed)
+    doc_vectors = rng.standard_normal((corpus.num_rows, dim), dtype=np.float32)
+    doc_vectors /= np.linalg.norm(doc_vectors, axis=1, keepdims=True)
+    row_of = {d: i for i, d in enumerate(corpus.column("doc_id").to_pylist())}
+    positives = np.array([row_of[p[0]] for p in examples.column("positive_ids").to_pylist()])
+    query_vectors = doc_vectors[positives] + 0.75 * rng.standard_normal((len(positives), dim), dtype=np.float32) / np.sqrt(dim)
+    query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+    keys = [text_key(t) for t in corpus.column("text").to_pylist()] + [text_key(q) for q in examples.column("query").to_pylist()]
+    vectors = np.concatenate([doc_vectors, query_vectors])
+    keys, first = np.unique(np.array(keys), return_index=True)  # a text shared by two rows is one entry
+    vectors = vectors[first]
+    cache = EmbeddingCache(catalog, teacher.cache_name, dim=dim, config={**teacher.provenance(), "synthetic": True})
+
+    def stage(writer) -> int:
+        for i in range(0, len(keys), WRITE_ROWS):
+            writer.write_table(embeddings_table(keys[i:i + WRITE_ROWS].tolist(), vectors[i:i + WRITE_ROWS]))
+        return len(keys)
+
+    cache.append(stage, {"texts": len(keys), "cached": 0, "embedded": len(keys), "synthetic": True})
+    return len(keys)
+
+
+def recall(catalog: Catalog, kinds: list[str], sample: int, seed: int) -> dict[str, float]:
+    """recall@DEPTH of each approximate index against flat, on ``sample`` queries."""
+    teacher = resolve_teacher(TeacherSpec())
+    cache = EmbeddingCache(catalog, teacher.cache_name, dim=None, config={})
+    corpus = catalog.read_table("corpus", "bench", columns=["text"]).column("text").to_pylist()
+    queries = catalog.read_table("examples", "bench", columns=["query"]).column("query").to_pylist()
+    picked = np.random.default_rng(seed).choice(len(queries), size=min(sample, len(queries)), replace=False)
+    docs = cache.load([text_key(t) for t in corpus])
+    q = cache.load([text_key(queries[i]) for i in picked])
+    _, exact = Searcher(docs, IndexConfig(kind="flat")).search(q, DEPTH)
+    out = {}
+    for kind in kinds:
+        if kind == "flat":
+            continue
+        _, found = Searcher(docs, IndexConfig(kind=kind)).search(q, DEPTH)
+        out[kind] = float(np.mean([len(set(a) & set(b)) / DEPTH for a, b in zip(exact, found)]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passages", type=int, default=100_000)
+    parser.add_argument("--indexes", default="flat,ivf,hnsw")
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--recall-sample", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    kinds = args.indexes.split(",")
+
+    root = tempfile.mkdtemp(prefix="quarry-scale-")
+    catalog = Catalog(root)
+    ensure_ray()
+    t = time.perf_counter()
+    path = write_source(root, args.passages)
+    build_inputs(catalog, None, SourceConfig(kind="files", paths=[path], columns={"description": "description"}))
+    build_s = time.perf_counter() - t
+    t = time.perf_counter()
+    cached = fill_cache(catalog, args.dim, args.seed)
+    fill_s = time.perf_counter() - t
+    print(f"built corpus and task in {build_s:.1f} s; cached {cached} synthetic vectors in {fill_s:.1f} s", flush=True)
+
+    logging.getLogger("quarry").setLevel(logging.INFO)
+    results = {}
+    for kind in kinds:
+        with Sampler() as sampler:
+            timeline = Timeline(sampler)
+            logging.getLogger("quarry").addHandler(timeline)
+            t = time.perf_counter()
+            result = mine(MineConfig(examples="bench", name=f"bench-{kind}", depth=DEPTH, index=IndexConfig(kind=kind),
+                                     reuse=False), catalog)
+            seconds = time.perf_counter() - t
+            logging.getLogger("quarry").removeHandler(timeline)
+        results[kind] = (seconds, sampler.total_peak_pss, sampler.stage_at_peak, result.negatives.num_rows)
+        print(f"\n{kind}: {seconds:.1f} s, peak PSS {sampler.total_peak_pss / GIB:.2f} GiB during: {sampler.stage_at_peak}")
+        for gap, line in timeline.lines:
+            print(f"  {gap:8.1f} s  then: {line}")
+        print(f"  {time.perf_counter() - timeline.last:8.1f} s  to the end (report, summary)", flush=True)
+    recalls = recall(catalog, kinds, args.recall_sample, args.seed)
+
+    print()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / GIB:.0f} GiB, "
+          f"Python {platform.python_version()}")
+    print(f"{args.passages} passages, as many queries, dim {args.dim}, depth {DEPTH}")
+    print(f"{'index':6} {'seconds':>8} {'peak PSS':>9} {'negatives':>10} {'recall@' + str(DEPTH):>10}")
+    for kind, (seconds, peak, _, rows) in results.items():
+        print(f"{kind:6} {seconds:8.1f} {peak / GIB:7.2f} GiB {rows:10d} {recalls.get(kind, 1.0):10.4f}")
+
+
+if __name__ == "__main__":
+    main()
