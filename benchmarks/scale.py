@@ -4,9 +4,12 @@
 
 Builds a corpus of N synthetic passages and a retrieval task with one query per passage
 (its positive) through the real build stages (a JSONL files source), then writes the
-vectors of every text into the teacher's embedding cache as a real cache version: random
-unit vectors for passages, and for each query its positive's vector plus noise (cosine
-about 0.8 to it), so the positive-aware threshold has work to do. ``quarry mine`` then
+vectors of every text into the teacher's embedding cache as a real cache version:
+passages are unit vectors around ``--clusters`` random centres (cosine about 0.7 to their
+centre, about 0.5 to the other passages of their cluster, about 0 to the rest: topics, as
+real embeddings have them; ``--clusters 0`` gives structureless random vectors, on which
+no approximate index finds neighbours), and each query is its positive's vector plus
+noise (cosine about 0.8 to it), so the positive-aware threshold has work to do. ``quarry mine`` then
 runs for real and finds every text cached: loading, index, search, selection, writing,
 report. Per index kind it prints the time between the mine's log lines (its stages) and
 the peak PSS of the process tree (benchmarks/mine_memory.py's sampler); and the recall@depth
@@ -70,18 +73,24 @@ def write_source(root: str, n: int) -> str:
     return path
 
 
-def fill_cache(catalog: Catalog, dim: int, seed: int) -> int:
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def fill_cache(catalog: Catalog, dim: int, clusters: int, seed: int) -> int:
     """The teacher's cache, holding a vector for every text the mine will ask for."""
     teacher = resolve_teacher(TeacherSpec())
     corpus = catalog.read_table("corpus", "bench", columns=["doc_id", "text"])
     examples = catalog.read_table("examples", "bench", columns=["query", "positive_ids"])
     rng = np.random.default_rng(seed)
-    doc_vectors = rng.standard_normal((corpus.num_rows, dim), dtype=np.float32)
-    doc_vectors /= np.linalg.norm(doc_vectors, axis=1, keepdims=True)
+    doc_vectors = unit(rng.standard_normal((corpus.num_rows, dim), dtype=np.float32))
+    if clusters:
+        centres = unit(rng.standard_normal((clusters, dim), dtype=np.float32))
+        doc_vectors = unit(centres[rng.integers(0, clusters, corpus.num_rows)] + doc_vectors)
     row_of = {d: i for i, d in enumerate(corpus.column("doc_id").to_pylist())}
     positives = np.array([row_of[p[0]] for p in examples.column("positive_ids").to_pylist()])
-    query_vectors = doc_vectors[positives] + 0.75 * rng.standard_normal((len(positives), dim), dtype=np.float32) / np.sqrt(dim)
-    query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+    noise = unit(rng.standard_normal((len(positives), dim), dtype=np.float32))
+    query_vectors = unit(doc_vectors[positives] + 0.75 * noise)
     keys = [text_key(t) for t in corpus.column("text").to_pylist()] + [text_key(q) for q in examples.column("query").to_pylist()]
     vectors = np.concatenate([doc_vectors, query_vectors])
     keys, first = np.unique(np.array(keys), return_index=True)  # a text shared by two rows is one entry
@@ -121,6 +130,7 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=100_000)
     parser.add_argument("--indexes", default="flat,ivf,hnsw")
     parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--clusters", type=int, default=1000, help="centres the passages gather around; 0: none")
     parser.add_argument("--recall-sample", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -134,7 +144,7 @@ def main() -> None:
     build_inputs(catalog, None, SourceConfig(kind="files", paths=[path], columns={"description": "description"}))
     build_s = time.perf_counter() - t
     t = time.perf_counter()
-    cached = fill_cache(catalog, args.dim, args.seed)
+    cached = fill_cache(catalog, args.dim, args.clusters, args.seed)
     fill_s = time.perf_counter() - t
     print(f"built corpus and task in {build_s:.1f} s; cached {cached} synthetic vectors in {fill_s:.1f} s", flush=True)
 
@@ -153,13 +163,16 @@ def main() -> None:
         print(f"\n{kind}: {seconds:.1f} s, peak PSS {sampler.total_peak_pss / GIB:.2f} GiB during: {sampler.stage_at_peak}")
         for gap, line in timeline.lines:
             print(f"  {gap:8.1f} s  then: {line}")
-        print(f"  {time.perf_counter() - timeline.last:8.1f} s  to the end (report, summary)", flush=True)
+        print(f"  {time.perf_counter() - timeline.last:8.1f} s  to the end (report, summary)")
+        print("  at the peak, PSS by process role: " + ", ".join(
+            f"{r} {pss / GIB:.2f}" for r, (_, pss) in sorted(sampler.at_peak.items(), key=lambda x: -x[1][1])[:6]),
+            flush=True)
     recalls = recall(catalog, kinds, args.recall_sample, args.seed)
 
     print()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / GIB:.0f} GiB, "
           f"Python {platform.python_version()}")
-    print(f"{args.passages} passages, as many queries, dim {args.dim}, depth {DEPTH}")
+    print(f"{args.passages} passages around {args.clusters} centres, as many queries, dim {args.dim}, depth {DEPTH}")
     print(f"{'index':6} {'seconds':>8} {'peak PSS':>9} {'negatives':>10} {'recall@' + str(DEPTH):>10}")
     for kind, (seconds, peak, _, rows) in results.items():
         print(f"{kind:6} {seconds:8.1f} {peak / GIB:7.2f} GiB {rows:10d} {recalls.get(kind, 1.0):10.4f}")

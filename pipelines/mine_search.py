@@ -41,6 +41,7 @@ QUERY_SCHEMA = pa.schema([
     ("cand_positions", pa.list_(pa.int64())), ("cand_scores", pa.list_(pa.float32())),
     ("cross_positions", pa.list_(pa.int64())), ("kth_score", pa.float32()),
 ])
+CANDIDATE_COLUMNS = ("cand_positions", "cand_scores")
 POSITIVE_NOT_IN_POOL = "positive_not_in_pool"
 
 
@@ -192,7 +193,9 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
     keys = [normalized_query_key(q) for q in queries]
     for key, pos in zip(keys, positions):
         same_text[key].update(pos)
-    out: dict[str, list] = {f.name: [] for f in QUERY_SCHEMA}
+    # The candidate columns go to Arrow straight from FAISS's arrays (below): as Python lists
+    # they cost an object per candidate, most of the driver's memory at 100k queries.
+    out: dict[str, list] = {name: [] for name in QUERY_SCHEMA.names if name not in CANDIDATE_COLUMNS}
     skipped: dict[str, int] = defaultdict(int)
     todo = [i for i in range(len(ids)) if positions[i] and mask[i]]
     carried = [ids[i] for i in range(len(ids)) if positions[i] and not mask[i]]
@@ -207,11 +210,28 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
         pos_scores = (pool.vectors[positions[i]] @ q_vectors[i]).astype(np.float32)
         n = row[i]
         values = (plan.task, plan.task_type, example_id, queries[i], labels[i], positions[i], pos_scores.tolist(),
-                  pool.position.get(example_id) if plan.filters_same_class else None, cands[n].tolist(),
-                  scores[n].tolist(), sorted(same_text[keys[i]] - set(positions[i])), float(scores[n][-1]))
-        for name, value in zip(QUERY_SCHEMA.names, values):
+                  pool.position.get(example_id) if plan.filters_same_class else None,
+                  sorted(same_text[keys[i]] - set(positions[i])), float(scores[n][-1]))
+        for name, value in zip(out, values):
             out[name].append(value)
     if skipped.get(POSITIVE_NOT_IN_POOL, 0) == len(ids):  # .get: a defaultdict lookup would add a 0
         raise InputError(f"task {plan.task}: none of its {len(ids)} queries has a positive in the candidate pool "
                          f"({pool.name}); rebuild the tasks against this corpus")
-    return pa.Table.from_pydict(out, schema=QUERY_SCHEMA), dict(skipped), carried
+    # Rows were appended in ``todo`` order, which is the order of FAISS's result rows.
+    width = cands.shape[1] if todo else depth
+    columns = {"cand_positions": list_column(cands if todo else np.empty((0, width), np.int64), pa.int64()),
+               "cand_scores": list_column(scores if todo else np.empty((0, width), np.float32), pa.float32())}
+    return (pa.table([pa.array(out[f.name], f.type) if f.name in out else columns[f.name] for f in QUERY_SCHEMA],
+                     schema=QUERY_SCHEMA), dict(skipped), carried)
+
+
+def list_column(matrix: np.ndarray, value_type: pa.DataType, rows_per_chunk: int = 1 << 20) -> pa.ChunkedArray:
+    """The rows of a 2-D array as an Arrow list column, with no Python object per value
+    (chunked so that a chunk's 32-bit offsets never overflow)."""
+    n, width = matrix.shape
+    chunks = []
+    for start in range(0, n, rows_per_chunk):
+        part = np.ascontiguousarray(matrix[start:start + rows_per_chunk])
+        offsets = pa.array(np.arange(0, (len(part) + 1) * width, width, dtype=np.int32))
+        chunks.append(pa.ListArray.from_arrays(offsets, pa.array(part.reshape(-1), type=value_type)))
+    return pa.chunked_array(chunks, type=pa.list_(value_type))

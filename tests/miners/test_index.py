@@ -48,3 +48,23 @@ def test_depth_is_capped_at_the_pool_size_and_bad_input_is_clear(data):
         Searcher(pool).search(np.zeros((2, 16), np.float32), 5)
     with pytest.raises(InputError, match="unknown index"):
         IndexConfig(kind="annoy")
+
+
+def _faiss_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _faiss_gpus(), reason="needs faiss-gpu and a CUDA GPU")
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_gpu_search_equals_cpu_search(data, kind):
+    pool, queries = data
+    cfg = dict(kind=kind, nlist=16 if kind == "ivf" else None, nprobe=16)
+    cpu_scores, cpu_ids = Searcher(pool, IndexConfig(**cfg, use_gpu=False)).search(queries, 20)
+    on_gpu = Searcher(pool, IndexConfig(**cfg, use_gpu=True))
+    assert on_gpu.device != "cpu"
+    gpu_scores, gpu_ids = on_gpu.search(queries, 20)
+    assert np.array_equal(gpu_ids, cpu_ids)
+    assert np.allclose(gpu_scores, cpu_scores, atol=1e-4)

@@ -51,3 +51,20 @@ def test_scores_cast_at_the_writer_equal_those_written_as_float32_before():
     thresholds = [s - abs(s) * (1 - 0.95) for s in scores]  # topk_perc_pos, as select_for_query computes it
     for values in (scores, thresholds):
         assert pa.array(values, pa.float64()).cast(pa.float32()).equals(pa.array(values, pa.float32()))
+
+
+def test_candidate_list_columns_equal_the_python_list_reference():
+    """The vectorised candidate columns against building them from Python lists."""
+    from pipelines.mine_search import list_column
+
+    rng = np.random.default_rng(0)
+    positions = rng.integers(0, 10_000, size=(7, 5))
+    scores = rng.standard_normal((7, 5)).astype(np.float32)
+    for matrix, value_type in ((positions, pa.int64()), (scores, pa.float32())):
+        reference = pa.array(matrix.tolist(), type=pa.list_(value_type))
+        for rows_per_chunk in (3, 7, 100):  # chunk boundaries inside, at and past the end
+            column = list_column(matrix, value_type, rows_per_chunk)
+            assert column.type == pa.list_(value_type)
+            assert column.combine_chunks().equals(reference)
+    empty = list_column(np.empty((0, 5), np.int64), pa.int64())
+    assert len(empty) == 0 and empty.type == pa.list_(pa.int64())

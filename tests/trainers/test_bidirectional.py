@@ -14,6 +14,11 @@ from trainers.model import _load_backbone, flash_attention_available
 from trainers.tiny import FAMILIES, tiny_config
 
 IMPLEMENTATIONS = ["eager", "sdpa"] + (["flash_attention_2"] if flash_attention_available() else [])
+# The same proof on a CUDA GPU (`pytest -m gpu`), with the GPU's kernels: sdpa dispatches to
+# its flash and memory-efficient kernels there. fp32, so that the tolerances stay those of
+# the CPU proof; flash_attention_2 (bf16/fp16 only) is proven where flash-attn is installed.
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])]
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +54,16 @@ def _first_last(mask, i):
 @pytest.mark.parametrize("attn", IMPLEMENTATIONS)
 @pytest.mark.parametrize("batch_size", [1, 3])
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_last_token_reaches_first_and_padding_is_invisible(saved, family, attn, batch_size, side):
-    model, is_decoder = _load_backbone(saved[family], True, attn, None, False, None)
+@pytest.mark.parametrize("device", DEVICES)
+def test_last_token_reaches_first_and_padding_is_invisible(saved, family, attn, batch_size, side, device):
+    if attn == "flash_attention_2" and device == "cpu":
+        pytest.skip("flash_attention_2 runs on CUDA only")
+    dtype = torch.bfloat16 if attn == "flash_attention_2" else None
+    model, is_decoder = _load_backbone(saved[family], True, attn, dtype, False, None)
     assert is_decoder and model.config.is_causal is False
-    model.eval()
+    model.to(device).eval()
     ids, mask, _ = _batch(batch_size, side)
+    ids, mask = ids.to(device), mask.to(device)
     with torch.no_grad():
         base = model(input_ids=ids, attention_mask=mask).last_hidden_state
         for i in range(batch_size):
