@@ -56,7 +56,7 @@ class EvalConfig:
     tasks: list[str] = field(default_factory=list)  # default: every evaluable task
     batch_size: int = 64
     max_length: int | None = None  # default: each model's own
-    precision: str = "auto"  # sentence-transformers models only, as --teacher-precision when mining
+    precision: str = AUTO  # sentence-transformers models only, as --teacher-precision when mining
     query_prompt: str = ""  # sentence-transformers models only: prefix of query-side texts (the teacher mined bare)
     encoders: int | None = None  # encoder actors (default: one per GPU, else one)
     max_batch_tokens: int | None = None  # padded tokens per forward pass (default: the device's)
