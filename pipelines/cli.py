@@ -7,7 +7,8 @@ stage, and prints the result's summary; every default comes from the config clas
     quarry refresh [--only KIND/NAME]  # rebuild corpora and examples from their recorded sources
     quarry mine                        # hard negatives
     quarry export --stage 1            # training shards
-    quarry train --config FILE         # contrastive training on Ray Train [--init-from MODEL]
+    quarry train --config FILE         # training on Ray Train (contrastive, mntp, simcse) [--init-from MODEL]
+    quarry sweep-layers --config FILE  # contrastive loss per layer: how many layers to keep (L3Prune)
     quarry lineage MODEL               # the models and dataset versions a model came from
     quarry encode --model DIR ...      # embeddings of a file of texts
     quarry eval --model M [--model M2] # mteb scores on an examples split
@@ -39,11 +40,12 @@ from miners.teacher import AUTO, PRECISIONS, TeacherSpec
 from pipelines.encode import EncodeConfig
 from pipelines.evaluate import EvalConfig
 from pipelines.export import ExportConfig
+from pipelines.layer_sweep import SweepConfig
 from pipelines.main_job import DEFAULT_TASK_SPEC, MainJobConfig
 from pipelines.mine_config import CLASS_STRATEGY, MineConfig
 from pipelines.sources import SOURCE_KINDS, SourceConfig
 from pipelines.wiki import WikiBuildConfig
-from storage import Catalog, QuarryError, first_line, print_query
+from storage import Catalog, InputError, QuarryError, first_line, print_query
 from storage.render import QUERY_FORMATS, format_datasets, format_manifest
 
 log = logging.getLogger("quarry")
@@ -63,6 +65,17 @@ def _comma_list(text: str | None) -> tuple[str, ...]:
     if not text or text.strip() == "all":
         return ()
     return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _int_list(text: str | None, flag: str) -> list[int]:
+    """``"64,128"`` -> [64, 128]; a bad item is a one-line error naming the flag."""
+    out = []
+    for item in _comma_list(text):
+        try:
+            out.append(int(item))
+        except ValueError:
+            raise InputError(f"{flag}: expected comma-separated integers, got {item!r}") from None
+    return out
 
 
 def _parse_columns(text: str | None) -> dict[str, str]:
@@ -142,8 +155,17 @@ def cmd_train(args, catalog: Catalog) -> None:
     from pipelines.train import load_train_config, train
 
     cfg = load_train_config(args.config, {"max_steps": args.max_steps, "shards": args.shards,
-                                          "run_name": args.run_name, "init_from": args.init_from})
+                                          "corpus": args.corpus, "run_name": args.run_name,
+                                          "init_from": args.init_from})
     print(train(cfg, catalog, resume=args.resume, stop_after=args.stop_after).summary())
+
+
+def cmd_sweep_layers(args, catalog: Catalog) -> None:
+    from pipelines.layer_sweep import sweep_layers
+    from pipelines.train import load_train_config
+
+    cfg = load_train_config(args.config, {"shards": args.shards, "init_from": args.init_from})
+    print(sweep_layers(cfg, SweepConfig(batches=args.batches), catalog).summary())
 
 
 def cmd_lineage(args, catalog: Catalog) -> None:
@@ -170,7 +192,7 @@ def cmd_eval(args, catalog: Catalog) -> None:
                      examples_version=args.examples_version, split=args.split, tasks=list(_comma_list(args.tasks)),
                      batch_size=args.batch_size, max_length=args.max_length, query_prompt=args.query_prompt,
                      encoders=args.encoders, max_batch_tokens=args.max_batch_tokens, write=not args.no_write,
-                     with_parents=args.with_parent, precision=args.precision)
+                     with_parents=args.with_parent, precision=args.precision, dims=_int_list(args.dims, "--dims"))
     print(evaluate(cfg, catalog).summary())
 
 
@@ -326,16 +348,26 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--tasks", help="comma-separated tasks (default: all the stage allows)")
     ex.set_defaults(handler=cmd_export)
 
-    tr = sub.add_parser("train", help="contrastive training on Ray Train")
+    tr = sub.add_parser("train", help="training on Ray Train: contrastive, or LLM2Vec's mntp and simcse")
     tr.add_argument("--config", required=True, help="configs/train/<name>.yaml")
     tr.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     tr.add_argument("--max-steps", type=int, help="override max_steps (the schedule's length)")
     tr.add_argument("--stop-after", type=int, help="end after N steps with a checkpoint (resume with --resume)")
-    tr.add_argument("--shards", help="override the shards dataset")
+    tr.add_argument("--shards", help="override the shards dataset (objective contrastive)")
+    tr.add_argument("--corpus", help="override the corpus dataset (objectives mntp and simcse)")
     tr.add_argument("--run-name", help="override run_name")
     tr.add_argument("--init-from", help="start from a saved model: a run name under <root>/models, or a folder "
                                         "(its backbone and pooling head, and a fresh LoRA if LoRA is configured)")
     tr.set_defaults(handler=cmd_train)
+
+    sw = sub.add_parser("sweep-layers", help="the untrained model's contrastive loss per layer: how many layers "
+                                             "to keep (L3Prune)")
+    sw.add_argument("--config", required=True, help="configs/train/<name>.yaml: its backbone (or init_from) and shards")
+    sw.add_argument("--batches", type=int, default=default(SweepConfig, "batches"),
+                    help="global batches of the shards to average over (default %(default)s)")
+    sw.add_argument("--shards", help="override the shards dataset")
+    sw.add_argument("--init-from", help="sweep a saved model instead of the config's backbone")
+    sw.set_defaults(handler=cmd_sweep_layers)
 
     li = sub.add_parser("lineage", help="the chain of models and datasets a trained model came from")
     li.add_argument("model", help="a run name under <root>/models, or a model folder")
@@ -375,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--encoders", type=int, help="encoder actors (default: one per GPU, else one)")
     ev.add_argument("--with-parent", action="store_true", help="also score each model's parent (the model it was "
                     "trained from with --init-from), on the same split, side by side")
+    ev.add_argument("--dims", help="also score the renormalised first N dimensions of each model's vectors "
+                                   "(Matryoshka), e.g. 64,128,256")
     ev.add_argument("--no-write", action="store_true", help="print only: no eval.json, no evals dataset version")
     ev.set_defaults(handler=cmd_eval)
     from pipelines.jobs import DEFAULT_JOB_SERVER, REPO_ROOT

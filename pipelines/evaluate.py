@@ -62,6 +62,9 @@ class EvalConfig:
     max_batch_tokens: int | None = None  # padded tokens per forward pass (default: the device's)
     write: bool = True  # eval.json beside Quarry models and a new evals/<examples> version
     with_parents: bool = False  # also score each model's parent (lineage.json's init_from), right after it
+    # Matryoshka: also score each model on the renormalised first N dimensions of its
+    # vectors (no second encode: the full vectors are cut). Rows are named "<model>@<N>".
+    dims: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -74,6 +77,8 @@ class EvalConfig:
             raise InputError(f"--max-length must be at least 8, got {self.max_length}")
         if self.precision not in (AUTO, *PRECISIONS):
             raise InputError(f"--precision must be one of {', '.join((AUTO, *PRECISIONS))}, got {self.precision!r}")
+        if any(d < 1 for d in self.dims) or len(set(self.dims)) != len(self.dims):
+            raise InputError(f"--dims must be distinct positive sizes, got {','.join(map(str, self.dims))}")
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class ModelEval:
     fingerprint: str
     scores: list[Score]
     embed: EmbedStats
+    dim: int | None = None  # the Matryoshka prefix scored; None: the full vectors
 
     def value(self, task: str, metric: str) -> float | None:
         return next((s.value for s in self.scores if s.task == task and s.metric == metric), None)
@@ -118,15 +124,16 @@ class EvalResult:
         return list(seen.items())
 
     def table(self) -> str:
-        """Models side by side; with two or more, the last minus the first."""
+        """Models side by side; with two or more (and no Matryoshka prefixes), the last minus the first."""
         header = ["task", "metric", *[m.model for m in self.models]]
-        if len(self.models) > 1:
+        diff = len(self.models) > 1 and all(m.dim is None for m in self.models)
+        if diff:
             header.append("diff (last - first)")
         rows = []
         for s in self.models[0].scores:
             values = [m.value(s.task, s.metric) for m in self.models]
             row = [s.task, s.metric, *[_fmt(v) for v in values]]
-            if len(self.models) > 1:
+            if diff:
                 first, last = values[0], values[-1]
                 row.append("" if first is None or last is None else f"{last - first:+.4f}")
             rows.append(row)
@@ -213,11 +220,14 @@ def instructions_for(ref: ModelRef, tasks: list[TaskData], query_prompt: str) ->
 
 
 def evaluate_model(ref: ModelRef, tasks: list[TaskData], cfg: EvalConfig, catalog: Catalog,
-                   examples_version: str) -> ModelEval:
+                   examples_version: str) -> list[ModelEval]:
+    """The model's scores on its full vectors, then on each prefix of ``cfg.dims``."""
     import mteb
+    import torch
 
     from evaluation.encoder import LookupEncoder
     from pipelines.embed_stage import embed_missing
+    from trainers.loss import prefix
     from pipelines.ray_runtime import ensure_ray
 
     instructions = instructions_for(ref, tasks, cfg.query_prompt)
@@ -233,17 +243,27 @@ def evaluate_model(ref: ModelRef, tasks: list[TaskData], cfg: EvalConfig, catalo
     stats = embed_missing(inputs, cache, ref, cfg.batch_size, cfg.encoders, cfg.max_batch_tokens)
     keys = list(inputs)
     vectors = cache.load(keys)
-    encoder = LookupEncoder(ref.label, ref.fingerprint, vectors.shape[1], vectors, {k: i for i, k in enumerate(keys)},
-                            ref.key, instructions)
-    mteb_tasks = [mteb_task(t, examples_version) for t in tasks]
-    log.info("eval: %s: running mteb on %s", ref.label, ", ".join(t.name for t in tasks))
-    results = mteb.evaluate(encoder, tasks=mteb_tasks, cache=None, show_progress_bar=False, raise_error=True)
-    scores = []
-    for t, result in zip(tasks, _in_order(results.task_results, tasks)):
-        split_scores = result.scores[t.split][0]
-        for metric in METRICS[t.task_type]:
-            scores.append(Score(t.name, t.task_type, metric, float(split_scores[metric])))
-    return ModelEval(model=ref.label, kind=ref.kind, fingerprint=ref.fingerprint, scores=scores, embed=stats)
+    too_big = [d for d in cfg.dims if d > vectors.shape[1]]
+    if too_big:
+        raise InputError(f"--dims {','.join(map(str, too_big))}: {ref.label} makes {vectors.shape[1]}-dimension "
+                         "vectors")
+    rows = {k: i for i, k in enumerate(keys)}
+    out = []
+    for dim in (None, *cfg.dims):
+        cut = vectors if dim is None else prefix(torch.from_numpy(vectors), dim).numpy()
+        label = ref.label if dim is None else f"{ref.label}@{dim}"
+        encoder = LookupEncoder(label, ref.fingerprint, cut.shape[1], cut, rows, ref.key, instructions)
+        mteb_tasks = [mteb_task(t, examples_version) for t in tasks]
+        log.info("eval: %s: running mteb on %s", label, ", ".join(t.name for t in tasks))
+        results = mteb.evaluate(encoder, tasks=mteb_tasks, cache=None, show_progress_bar=False, raise_error=True)
+        scores = []
+        for t, result in zip(tasks, _in_order(results.task_results, tasks)):
+            split_scores = result.scores[t.split][0]
+            for metric in METRICS[t.task_type]:
+                scores.append(Score(t.name, t.task_type, metric, float(split_scores[metric])))
+        out.append(ModelEval(model=label, kind=ref.kind, fingerprint=ref.fingerprint, scores=scores, embed=stats,
+                             dim=dim))
+    return out
 
 
 def _in_order(task_results, tasks: list[TaskData]):
@@ -289,9 +309,11 @@ def evaluate(cfg: EvalConfig, catalog: Catalog) -> EvalResult:
     refs = [r if r.kind == QUARRY else dataclasses.replace(r, resolved=r.resolved.on_device(cfg.precision, device))
             for r in refs]
     tasks, version = load_task_data(cfg, catalog)
-    result = EvalResult(cfg.examples, version, cfg.split, [evaluate_model(r, tasks, cfg, catalog, version) for r in refs])
+    per_model = [evaluate_model(r, tasks, cfg, catalog, version) for r in refs]
+    result = EvalResult(cfg.examples, version, cfg.split, [e for evals in per_model for e in evals])
     if cfg.write:
-        for ref, model_eval in zip(refs, result.models):
+        for ref, evals in zip(refs, per_model):
+            model_eval = evals[0]  # eval.json holds the full vectors' scores; the evals dataset every prefix's
             if ref.kind == QUARRY:
                 # Beside the model where it is kept: on the data root for a run name there.
                 at_root = ref.origin is not None

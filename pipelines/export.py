@@ -19,7 +19,6 @@ instruction-tuning sets of a few million examples.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ import pyarrow.compute as pc
 
 from pipelines.examples import choose_tasks, examples_corpus, task_types
 from pipelines.task_types import CLASS_TYPES, RETRIEVAL, TRAINING_STAGE_TYPES, allows_in_batch_negatives
-from storage import Catalog, InputError, Manifest, stable_rng, validate_name
+from storage import Catalog, InputError, Manifest, stable_rng, text_key, validate_name
 
 log = logging.getLogger("quarry")
 
@@ -84,11 +83,6 @@ class ExportResult:
         m = self.manifest
         return "\n".join(lines + [f"shards/{m.name}: {m.version}: {m.num_rows} rows in {m.config['batches']} "
                                   f"global batches of {self.global_batch}"])
-
-
-def mask_key(text: str) -> int:
-    """Signed 64-bit key of a text: equal texts, equal keys, so the loss can mask them."""
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big", signed=True)
 
 
 def pack_batches(rows_by_task: dict[str, list[dict]], global_batch: int, workers: int, seed: int
@@ -159,8 +153,8 @@ def export_shards(cfg: ExportConfig, catalog: Catalog) -> ExportResult:
         rows_by_task[r["task"]].append({
             "task": r["task"], "task_type": r["task_type"], "example_id": r["example_id"],
             "instruction": r["instruction"], "query": r["query"], "positive": positive,
-            "negatives": [t for _, t, _ in chosen], "pos_key": mask_key(positive),
-            "neg_keys": [mask_key(t) for _, t, _ in chosen],
+            "negatives": [t for _, t, _ in chosen], "pos_key": text_key(positive),
+            "neg_keys": [text_key(t) for _, t, _ in chosen],
             "label_id": lid(r["label"]) if r["task_type"] in CLASS_TYPES else -1,
             "neg_label_ids": [lid(lab) if r["task_type"] in CLASS_TYPES else -1 for _, _, lab in chosen]})
     rows, stats = pack_batches(rows_by_task, cfg.global_batch, cfg.workers, cfg.seed)

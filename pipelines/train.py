@@ -131,10 +131,22 @@ class RunState:
         return self.done is not None and self.done >= self.total
 
 
+def batches_in(cfg: TrainConfig, data: Manifest) -> int:
+    """Global batches per pass over the run's data: as packed in shards, or a corpus's
+    passages over ``global_batch`` (the incomplete last batch of an epoch is dropped)."""
+    if cfg.data_kind == "shards":
+        return data.config["batches"]
+    batches = data.num_rows // cfg.global_batch
+    if batches < 1:
+        raise InputError(f"corpus/{cfg.corpus} holds {data.num_rows} passages, fewer than one global batch of "
+                         f"{cfg.global_batch}: lower global_batch")
+    return batches
+
+
 def run_state(cfg: TrainConfig, catalog: Catalog) -> RunState:
-    shards = catalog.manifest("shards", cfg.shards)
+    data = catalog.manifest(cfg.data_kind, cfg.data_name)
     checkpoint = latest_checkpoint(catalog.root, catalog.root.path("runs", cfg.run_name))
-    return RunState(done=checkpoint.step if checkpoint else None, total=cfg.total_steps(shards.config["batches"]))
+    return RunState(done=checkpoint.step if checkpoint else None, total=cfg.total_steps(batches_in(cfg, data)))
 
 
 def discard_uncheckpointed_run(cfg: TrainConfig, catalog: Catalog) -> bool:
@@ -165,15 +177,31 @@ class TrainResult:
                 f"TensorBoard: tensorboard --logdir {self.tensorboard_dir}")
 
 
-def lineage_of(cfg: TrainConfig, shards: Manifest, backbone: Backbone, total_steps: int) -> Lineage:
-    """What the model will have been made from: its parent (or backbone) and the exact data."""
+def lineage_of(cfg: TrainConfig, data: Manifest, backbone: Backbone, total_steps: int) -> Lineage:
+    """What the model will have been made from: its parent (or backbone) and the exact data
+    (the shards and what they were packed from, or the corpus of an mntp or simcse run)."""
     from miners.teacher import fingerprint
 
     return Lineage(model=cfg.run_name, backbone=cfg.backbone, parent=cfg.init_from,
                    parent_fingerprint=fingerprint(backbone.local) if cfg.init_from else None,
-                   shards=f"shards/{shards.name} {shards.version}",
-                   inputs=tuple(f"{i.kind}/{i.name} {i.version}" for i in shards.inputs), steps=total_steps,
-                   trained_at=utc_now())
+                   shards=f"{cfg.data_kind}/{data.name} {data.version}",
+                   inputs=tuple(f"{i.kind}/{i.name} {i.version}" for i in data.inputs), steps=total_steps,
+                   trained_at=utc_now(), objective=cfg.objective)
+
+
+def check_backbone(cfg: TrainConfig, backbone: Backbone) -> None:
+    """What the config asks of the backbone, checked on its config alone (no weights): a bad
+    backbone, an MNTP run on an encoder, a layer count or Matryoshka size it lacks, each in
+    one line here rather than a worker's traceback."""
+    from trainers.config import layers_to_keep
+    from trainers.model import DECODER_TYPES, load_backbone_config
+
+    config = load_backbone_config(backbone.local, cfg.trust_remote_code)
+    if cfg.objective == "mntp" and config.model_type not in DECODER_TYPES:
+        raise InputError(f"objective mntp needs a decoder backbone ({', '.join(sorted(DECODER_TYPES))}); "
+                         f"{cfg.init_from or cfg.backbone} is a {config.model_type}")
+    layers_to_keep(cfg.keep_layers, config.num_hidden_layers)
+    cfg.matryoshka(config.hidden_size)
 
 
 def check_shards(cfg: TrainConfig, shards: Manifest) -> None:
@@ -208,17 +236,17 @@ def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: 
     from ray.train.torch import TorchTrainer
 
     from pipelines.train_rendezvous import BoundStoreTorchConfig
-    from trainers.model import load_backbone_config
     from trainers.run_files import TENSORBOARD_DIR, RunFiles
     from trainers.train_loop import WorkerPlan, run_worker
 
     if stop_after is not None and stop_after < 1:
         raise InputError(f"--stop-after must be at least 1, got {stop_after}")
-    # Every shard file against the sha256 its manifest recorded: a damaged file stops here,
+    # Every data file against the sha256 its manifest recorded: a damaged file stops here,
     # in one line, not as a parse error in a worker (or, worse, as silently different data).
-    shards = catalog.verify("shards", cfg.shards)
-    check_shards(cfg, shards)
-    num_batches = shards.config["batches"]
+    data = catalog.verify(cfg.data_kind, cfg.data_name)
+    if cfg.data_kind == "shards":
+        check_shards(cfg, data)
+    num_batches = batches_in(cfg, data)
     total = cfg.total_steps(num_batches)
     root = catalog.root
     files = RunFiles.for_run(root, cfg.run_name)
@@ -229,18 +257,20 @@ def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: 
         raise InputError(f"run {cfg.run_name} already exists under {root.display(files.run_dir)}: pass --resume, "
                          "or choose another run_name")
     backbone = resolve_backbone(cfg, catalog)
-    load_backbone_config(backbone.local, cfg.trust_remote_code)  # a bad backbone is one line here, not a worker crash
+    check_backbone(cfg, backbone)
     if root.is_local:
         os.makedirs(files.run_dir, exist_ok=True)
     ensure_ray()
     plan = WorkerPlan(backbone_path=backbone.local, backbone_on_root=backbone.on_root, root_uri=root.uri,
-                      shard_files=tuple(catalog.files("shards", cfg.shards, shards.version)), num_batches=num_batches,
-                      total_steps=total, stop_after=stop_after, resume_from=checkpoint.path if checkpoint else None,
-                      files=files, prompts=task_prompts(catalog, shards),
-                      lineage=lineage_of(cfg, shards, backbone, total))
-    log.info("train: %s on %d %s worker(s), %d steps over %d global batches of shards/%s %s%s",
-             cfg.run_name, cfg.num_workers, "GPU" if cfg.use_gpu else "CPU", total, num_batches, cfg.shards,
-             shards.version, f", resuming from step {checkpoint.step}" if checkpoint else "")
+                      data_files=tuple(catalog.files(cfg.data_kind, cfg.data_name, data.version)),
+                      num_batches=num_batches, total_steps=total, stop_after=stop_after,
+                      resume_from=checkpoint.path if checkpoint else None, files=files,
+                      prompts=task_prompts(catalog, data) if cfg.data_kind == "shards" else {},
+                      lineage=lineage_of(cfg, data, backbone, total))
+    log.info("train: %s (%s) on %d %s worker(s), %d steps over %d global batches of %s/%s %s%s",
+             cfg.run_name, cfg.objective, cfg.num_workers, "GPU" if cfg.use_gpu else "CPU", total, num_batches,
+             cfg.data_kind, cfg.data_name, data.version,
+             f", resuming from step {checkpoint.step}" if checkpoint else "")
     trainer = TorchTrainer(
         functools.partial(run_worker, cfg, plan),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,

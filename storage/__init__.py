@@ -13,12 +13,12 @@ from storage.packaged import PACKAGED_MINILM, resolve_packaged
 from storage.query import QueryEngine, check_read_only, parse_pin
 from storage.render import format_table, print_query
 from storage.root import DataRoot
-from storage.seeding import stable_rng, stable_seed, stable_unit
+from storage.seeding import stable_rng, stable_seed, stable_unit, text_key
 from storage.writer import DatasetWriter
 
 __all__ = [
     "Catalog", "CatalogError", "DataRoot", "DatasetRef", "DatasetWriter", "InputError", "InputRef",
     "Manifest", "PACKAGED_MINILM", "QuarryError", "QueryEngine", "ReadOnlyError", "check_read_only",
     "first_line", "format_table", "human_bytes", "parse_pin", "print_query", "resolve_packaged", "stable_rng", "stable_seed",
-    "stable_unit", "validate_kind", "validate_name", "validate_version",
+    "stable_unit", "text_key", "validate_kind", "validate_name", "validate_version",
 ]

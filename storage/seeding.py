@@ -27,3 +27,9 @@ def stable_rng(*parts: object) -> np.random.Generator:
 def stable_unit(*parts: object) -> float:
     """A number in [0, 1) from ``stable_seed(*parts)``: one uniform draw without a generator."""
     return stable_seed(*parts) / 2.0**64
+
+
+def text_key(text: str) -> int:
+    """Signed 64-bit key of a text: equal texts, equal keys, so a loss can mask a text that
+    is its own positive (the shards' ``pos_key``/``neg_keys``, SimCSE's batch keys)."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big", signed=True)

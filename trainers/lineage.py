@@ -27,10 +27,11 @@ class Lineage:
     backbone: str  # as configured (the base, when there is no parent)
     parent: str | None  # init_from as given: a run name under <root>/models, or a folder
     parent_fingerprint: str | None  # what the parent was when this model started from it
-    shards: str  # "shards/<name> <version>"
+    shards: str  # the data: "shards/<name> <version>", or "corpus/<name> <version>" for mntp and simcse
     inputs: tuple[str, ...] = field(default_factory=tuple)  # "examples/<name> <version>", "negatives/..."
     steps: int = 0
     trained_at: str = ""
+    objective: str = "contrastive"  # TrainConfig.objective: contrastive, mntp or simcse
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "inputs": list(self.inputs), "format": 1}, indent=2)
@@ -48,7 +49,8 @@ class Lineage:
     def describe(self) -> str:
         data = f"{self.shards}" + (f" ({', '.join(self.inputs)})" if self.inputs else "")
         start = f"from {self.parent}" if self.parent else f"from the backbone {self.backbone}"
-        return f"{self.model}: {self.steps} steps on {data}, {start}"
+        what = "" if self.objective == "contrastive" else f" of {self.objective}"
+        return f"{self.model}: {self.steps} steps{what} on {data}, {start}"
 
 
 def read_lineage(root: DataRoot, model: str) -> Lineage | None:

@@ -27,6 +27,7 @@ from torch import nn
 from storage import InputError, first_line
 from storage.packaged import check_folder_or_hub_id
 from trainers.config import LoraSettings, PoolingConfig
+from trainers.loss import prefix
 from trainers.pooling import Pooler
 from trainers.tokenization import SpecialLayout, batch_encode, special_layout
 
@@ -82,9 +83,36 @@ def load_backbone_config(path: str, trust_remote_code: bool = False, revision: s
     return _loading(path, AutoConfig.from_pretrained, path, trust_remote_code=trust_remote_code, revision=revision)
 
 
+# Dropout settings of the backbone families Quarry trains: attention (decoders and BERT)
+# and hidden-state dropout (BERT). SimCSE raises them while it trains (set_dropout).
+DROPOUT_FIELDS = ("attention_dropout", "attention_probs_dropout_prob", "hidden_dropout_prob")
+
+
+def set_dropout(config, p: float) -> dict[str, float]:
+    """Set every dropout field ``config`` has to ``p``; returns the values it had. Modules
+    read these when they are built, so call it on the config before the model loads."""
+    before = {name: getattr(config, name) for name in DROPOUT_FIELDS if hasattr(config, name)}
+    for name in before:
+        setattr(config, name, p)
+    return before
+
+
+def keep_first_layers(config, keep: int) -> None:
+    """Shorten ``config`` to its first ``keep`` transformer layers: the model then builds (and
+    loads weights for) those alone, and its saved config.json says ``keep``."""
+    config.num_hidden_layers = keep
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds (transformers 5)
+        config.layer_types = config.layer_types[:keep]
+
+
 def _load_backbone(path: str, bidirectional: bool, attn_implementation: str, dtype, trust_remote_code: bool,
-                   revision: str | None):
+                   revision: str | None, keep_layers: int | float | None = None, dropout: float | None = None,
+                   auto_class=None):
+    """The backbone (``AutoModel``, or ``auto_class``), bidirectional if asked, cut to
+    ``keep_layers`` (a count or a fraction), with every dropout at ``dropout`` if given."""
     from transformers import AutoModel
+
+    from trainers.config import layers_to_keep
 
     if attn_implementation == "flash_attention_2" and not flash_attention_available():
         raise ImportError("flash_attention_2 needs flash-attn and a CUDA GPU: pip install .[gpu]; "
@@ -93,6 +121,12 @@ def _load_backbone(path: str, bidirectional: bool, attn_implementation: str, dty
     is_decoder = config.model_type in DECODER_TYPES
     if is_decoder and bidirectional:
         config.is_causal = False  # saved in config.json, so the saved model stays bidirectional
+    keep = layers_to_keep(keep_layers, config.num_hidden_layers)
+    if keep is not None and keep < config.num_hidden_layers:
+        log.info("model: keeping the first %d of %d layers", keep, config.num_hidden_layers)
+        keep_first_layers(config, keep)
+    if dropout is not None:
+        set_dropout(config, dropout)
     kwargs = {"config": config, "attn_implementation": attn_implementation, "trust_remote_code": trust_remote_code,
               "revision": revision}
     if dtype is not None:
@@ -101,13 +135,27 @@ def _load_backbone(path: str, bidirectional: bool, attn_implementation: str, dty
         # A model Quarry saved has no [CLS] pooler (removed below before it was saved): build
         # none, rather than one whose weights transformers reports as missing.
         kwargs["add_pooling_layer"] = False
-    model = _loading(path, AutoModel.from_pretrained, path, **kwargs)
+    model = _loading(path, (auto_class or AutoModel).from_pretrained, path, **kwargs)
     if isinstance(getattr(model, "pooler", None), nn.Module):
         # BERT-style encoders carry a [CLS] pooler that Quarry never uses (it pools the last
         # hidden states itself); left in, LoRA would adapt it and DDP would find parameters
         # without gradients.
         model.pooler = None
     return model, is_decoder
+
+
+def with_lora(backbone: nn.Module, lora: LoraSettings, is_decoder: bool) -> nn.Module:
+    """``backbone`` with LoRA on the family's attention and MLP projections (or
+    ``lora.targets``): only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora.targets or (DECODER_LORA_TARGETS if is_decoder else ENCODER_LORA_TARGETS)
+    present = {name.rsplit(".", 1)[-1] for name, _ in backbone.named_modules()}
+    targets = [t for t in targets if t in present]
+    if not targets:
+        raise ValueError("none of the LoRA target modules exist in this backbone; give lora.targets")
+    return get_peft_model(backbone, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                               target_modules=targets))
 
 
 def _takes_pooling_layer(config) -> bool:
@@ -147,13 +195,17 @@ class EmbeddingModel(nn.Module):
     def from_pretrained(cls, path_or_id: str, pooling: str | PoolingConfig | None = None, bidirectional: bool = True,
                         attn_implementation: str = "sdpa", dtype=None, max_length: int | None = None,
                         trust_remote_code: bool = False, revision: str | None = None,
-                        lora: LoraSettings | None = None) -> "EmbeddingModel":
-        """A backbone by path or hub id, or a model Quarry saved (its pooling head included)."""
+                        lora: LoraSettings | None = None, keep_layers: int | float | None = None,
+                        dropout: float | None = None) -> "EmbeddingModel":
+        """A backbone by path or hub id, or a model Quarry saved (its pooling head included).
+
+        ``keep_layers``: the first N layers only (or that fraction); ``dropout``: every
+        dropout of the backbone at this rate while training (SimCSE)."""
         from transformers import AutoTokenizer
 
         saved = os.path.isfile(os.path.join(path_or_id, CONFIG_NAME))
         backbone, is_decoder = _load_backbone(path_or_id, bidirectional, attn_implementation, dtype,
-                                              trust_remote_code, revision)
+                                              trust_remote_code, revision, keep_layers, dropout)
         tokenizer = _loading(path_or_id, AutoTokenizer.from_pretrained, path_or_id, trust_remote_code=trust_remote_code,
                              revision=revision)
         if tokenizer.pad_token_id is None:
@@ -184,15 +236,7 @@ class EmbeddingModel(nn.Module):
         return model
 
     def add_lora(self, lora: LoraSettings) -> None:
-        from peft import LoraConfig, get_peft_model
-
-        targets = lora.targets or (DECODER_LORA_TARGETS if self.config.is_decoder else ENCODER_LORA_TARGETS)
-        present = {name.rsplit(".", 1)[-1] for name, _ in self.backbone.named_modules()}
-        targets = [t for t in targets if t in present]
-        if not targets:
-            raise ValueError("none of the LoRA target modules exist in this backbone; give lora.targets")
-        self.backbone = get_peft_model(self.backbone, LoraConfig(r=lora.r, lora_alpha=lora.alpha,
-                                                                 lora_dropout=lora.dropout, target_modules=targets))
+        self.backbone = with_lora(self.backbone, lora, self.config.is_decoder)
 
     def _base_config(self):
         base = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
@@ -211,17 +255,26 @@ class EmbeddingModel(nn.Module):
                             self.config.padding_side)
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], instruction: str | None = None, batch_size: int = 32) -> np.ndarray:
-        """L2-normalised float32 rows, in input order (texts are batched by length)."""
+    def encode(self, texts: list[str], instruction: str | None = None, batch_size: int = 32,
+               dim: int | None = None) -> np.ndarray:
+        """L2-normalised float32 rows, in input order (texts are batched by length).
+
+        ``dim``: the first ``dim`` coordinates, renormalised: a Matryoshka embedding
+        (``SentenceTransformer(folder, truncate_dim=dim)`` with ``normalize_embeddings=True``
+        gives the same vectors)."""
+        full = self.pooler_dim()
+        if dim is not None and not 1 <= dim <= full:
+            raise InputError(f"dim {dim}: this model's embeddings have {full} dimensions")
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.zeros((len(texts), self.pooler_dim()), dtype=np.float32)
+        out = np.zeros((len(texts), dim or full), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             batch = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx], instruction).items()}
-            out[idx] = self(**batch).float().cpu().numpy()
+            vectors = self(**batch).float()
+            out[idx] = (prefix(vectors, dim) if dim else vectors).cpu().numpy()
         self.train(was_training)
         return out
 

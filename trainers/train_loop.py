@@ -4,12 +4,12 @@ The driver (``pipelines.train``) hands every worker the run's ``TrainConfig`` an
 ``WorkerPlan``: what the driver resolved (the backbone folder, the shard files, the step
 count, where outputs go), so the worker re-derives nothing.
 
-Each worker reads its own rows of each packed global batch (``worker == rank``) straight
-from the Parquet shards, one batch at a time. Step s of the run uses global batch
-``order(epoch)[s % batches]`` with a permutation keyed on (seed, epoch), and dropout is
-seeded from (seed, step, rank), so a resumed run sees the same data and the same noise as
-an uninterrupted one. Queries, positives and negatives go through the model in one
-forward pass (DDP allows one forward per backward).
+What a step reads and computes is the objective's (``trainers.objectives``: contrastive
+on packed shards, MNTP or SimCSE on corpus passages); this loop is the same for all three.
+Each worker reads only its own share of a step's data, one step at a time. The data of
+step s is a function of (seed, s, rank), and dropout (and MNTP's masking) is seeded from
+(seed, step, rank), so a resumed run sees the same data and the same noise as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,15 +20,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-import pyarrow.compute as pc
-import pyarrow.dataset as pds
 import torch
 
 from storage import stable_seed
 from trainers.config import TrainConfig
-from trainers.loss import gathered_loss
 from trainers.lineage import Lineage
+from trainers.objectives import objective_for
 from trainers.run_files import RunFiles
 
 STATE_FILE = "state.pt"
@@ -42,8 +39,8 @@ class WorkerPlan:
     backbone_path: str  # a local folder (or hub id) the model loads from
     backbone_on_root: str | None  # a model on an object-store root: each worker fetches it instead
     root_uri: str  # the data root holding the shards
-    shard_files: tuple[str, ...]  # the shards version's Parquet files
-    num_batches: int  # global batches in the shards
+    data_files: tuple[str, ...]  # the Parquet files of the shards (contrastive) or corpus (mntp, simcse)
+    num_batches: int  # global batches in the shards; for a corpus, per epoch
     total_steps: int  # the schedule's length (TrainConfig.total_steps)
     stop_after: int | None  # end after this step with a checkpoint (--stop-after)
     resume_from: str | None  # checkpoint folder (inside the root) to continue from (--resume)
@@ -57,79 +54,15 @@ def _seed(*parts) -> int:
     return stable_seed(*parts, nbytes=4)
 
 
-def batch_order(num_batches: int, epoch: int, seed: int) -> np.ndarray:
-    if epoch == 0:
-        return np.arange(num_batches)  # the export already shuffled them
-    return np.random.default_rng(_seed(seed, "epoch", epoch)).permutation(num_batches)
-
-
 def load_state(checkpoint_dir: str) -> dict:
     """A checkpoint's state: tensors, numbers and lists only, so no pickled code runs."""
     return torch.load(os.path.join(checkpoint_dir, STATE_FILE), map_location="cpu", weights_only=True)
 
 
-class ShardReader:
-    """This worker's rows of one global batch at a time, read from Parquet on demand."""
-
-    def __init__(self, files: list[str], filesystem, rank: int, num_batches: int, seed: int):
-        self.dataset = pds.dataset(files, filesystem=filesystem, format="parquet")
-        self.rank, self.num_batches, self.seed = rank, num_batches, seed
-
-    def batch_for_step(self, step: int) -> list[dict]:
-        epoch, i = divmod(step, self.num_batches)
-        index = int(batch_order(self.num_batches, epoch, self.seed)[i])
-        table = self.dataset.to_table(filter=(pc.field("batch_index") == index) & (pc.field("worker") == self.rank))
-        return sorted(table.to_pylist(), key=lambda r: r["position"])
-
-
-@dataclass
-class StepInputs:
-    features: dict
-    b: int
-    k: int
-    in_batch: bool
-    pos_keys: torch.Tensor
-    neg_keys: torch.Tensor
-    labels: torch.Tensor
-    neg_labels: torch.Tensor
-
-
-def step_inputs(model, rows: list[dict], max_length: int) -> StepInputs:
-    """One tokenized batch: queries (with instruction), positives, then negatives, flattened."""
-    b, k = len(rows), len(rows[0]["negatives"])
-    texts = [r["query"] for r in rows] + [r["positive"] for r in rows] + [n for r in rows for n in r["negatives"]]
-    instructions = [r["instruction"] or "" for r in rows] + [""] * (b + b * k)  # documents get none
-    features = model.tokenize(texts, instructions, max_length)
-    return StepInputs(
-        features=features, b=b, k=k, in_batch=bool(rows[0]["in_batch"]),
-        # dtype given: with no hard negatives the lists are empty, and torch would make them float.
-        pos_keys=torch.tensor([r["pos_key"] for r in rows], dtype=torch.long),
-        neg_keys=torch.tensor([r["neg_keys"] for r in rows], dtype=torch.long),
-        labels=torch.tensor([r["label_id"] for r in rows], dtype=torch.long),
-        neg_labels=torch.tensor([r["neg_label_ids"] for r in rows], dtype=torch.long))
-
-
-def compute_loss(model, inputs: StepInputs, temperature: float, device) -> torch.Tensor:
-    feats = {k: v.to(device) for k, v in inputs.features.items()}
-    emb = model(**feats)  # (b + b + b*k, dim)
-    b, k = inputs.b, inputs.k
-    q, pos, neg = emb[:b], emb[b:2 * b], emb[2 * b:].reshape(b, k, emb.shape[-1])  # k may be 0
-    return gathered_loss(q, pos, neg, inputs.in_batch, temperature, inputs.pos_keys.to(device),
-                         inputs.neg_keys.to(device), inputs.labels.to(device), inputs.neg_labels.to(device))
-
-
-def build_model(cfg: TrainConfig, backbone_path: str):
-    from trainers.model import EmbeddingModel
-
-    model = EmbeddingModel.from_pretrained(
-        backbone_path, pooling=cfg.pooling, bidirectional=cfg.bidirectional,
-        attn_implementation=cfg.attn_implementation, dtype=torch.bfloat16 if cfg.use_bf16 else None,
-        max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code, lora=cfg.lora)
-    if cfg.gradient_checkpointing:
-        base = model.backbone
-        enable = getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
-        enable()
-    return model
+def enable_gradient_checkpointing(model) -> None:
+    base = model.lm if hasattr(model, "lm") else model.backbone
+    enable = getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
+    enable()
 
 
 def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
@@ -144,8 +77,11 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     root = DataRoot.resolve(plan.root_uri)
     backbone = fetch_dir(root, plan.backbone_on_root) if plan.backbone_on_root else plan.backbone_path
-    torch.manual_seed(cfg.seed)  # identical initial pooling head on every worker
-    model = build_model(cfg, backbone)
+    objective = objective_for(cfg, list(plan.data_files), root.fs, rank, world, plan.num_batches)
+    torch.manual_seed(cfg.seed)  # identical initial pooling head (and any new weights) on every worker
+    model = objective.build(backbone)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     module = model
     model = ray.train.torch.prepare_model(model, parallel_strategy=cfg.strategy)
     device = ray.train.torch.get_device()
@@ -166,7 +102,6 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
-    reader = ShardReader(list(plan.shard_files), root.fs, rank, plan.num_batches, cfg.seed)
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -180,9 +115,8 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
     for step in range(start, stop):
         t0 = time.perf_counter()
         torch.manual_seed(_seed(cfg.seed, "step", step, rank))  # dropout noise independent of resumption
-        rows = reader.batch_for_step(step)
-        inputs = step_inputs(module, rows, cfg.max_length)
-        loss = compute_loss(model, inputs, cfg.temperature, device)
+        out = objective.step(model, module, step, device)
+        loss = out.loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -190,14 +124,14 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
         optimizer.step()
         scheduler.step()
         mean_loss = loss.detach().clone()
-        tokens = torch.tensor(float(inputs.features["attention_mask"].sum()))
+        tokens = torch.tensor(float(out.tokens))
         if torch.distributed.is_initialized():
             torch.distributed.all_reduce(mean_loss)
             torch.distributed.all_reduce(tokens)
             mean_loss /= world
         seconds = time.perf_counter() - t0
         metrics = {"step": step + 1, "loss": float(mean_loss), "lr": scheduler.get_last_lr()[0],
-                   "task": rows[0]["task"], "examples_per_s": inputs.b * world / seconds,
+                   "task": out.task, "examples_per_s": out.examples * world / seconds,
                    "tokens_per_s": float(tokens) / seconds}
         if rank == 0:
             if writer:
@@ -215,6 +149,7 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
                     with open(os.path.join(d, CHECKPOINT_METRICS), "w") as f:
                         json.dump(metrics, f)
                 if last and rank == 0:
+                    objective.before_save(module)
                     module.config.prompts = dict(plan.prompts)
                     module.config.max_length = cfg.saved_max_length  # training is over: set what it encodes with
                     plan.files.save_model(module, plan.lineage)

@@ -95,11 +95,27 @@ def test_mteb_through_sentence_transformers_gets_the_same_scores(root, quarry_mo
     (["--model", TEACHER, "--split", "train", "--tasks", "vital-topic-classification"], "use --split dev or test"),
     ([], "give at least one model"),
     (["--model", TEACHER, "--with-parent"], "has no parent in its lineage"),
+    (["--model", TEACHER, "--dims", "64,x"], "--dims: expected comma-separated integers, got 'x'"),
+    (["--model", TEACHER, "--dims", "64,64"], "--dims must be distinct positive sizes"),
+    (["--model", TEACHER, "--dims", "512", "--tasks", "vital-title2article", "--no-write"],
+     "--dims 512: packaged:all-MiniLM-L6-v2 makes 384-dimension vectors"),
 ])
 def test_bad_eval_input_is_one_line(root, capsys, argv, message):
     assert main(["--root", root, "eval", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_matryoshka_prefixes_are_scored_from_the_same_vectors(root, quarry_model, capsys):
+    """--dims scores renormalised prefixes of the vectors embedded once: one column per prefix."""
+    argv = ["--root", root, "eval", "--model", quarry_model, "--tasks", "vital-title2article", "--no-write"]
+    assert main(argv + ["--dims", "32,128"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("task"))
+    assert "untrained-mean@32" in header and "untrained-mean@128" in header and "diff" not in header
+    row = next(line for line in out.splitlines() if "vital-title2article" in line and "ndcg_at_10" in line)
+    full, at32, at128 = (float(v) for v in row.split()[-3:])
+    assert at32 < at128 <= full + 0.02 and at32 > 0  # 32 of 384 dimensions still retrieve, less well
 
 
 def test_a_folder_that_is_no_model_says_so(root, tmp_path, capsys):

@@ -12,6 +12,7 @@ import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import pytest
+import torch
 from ray_procs import alive, processes_of, stop
 
 from pipelines.cli import main
@@ -196,3 +197,88 @@ def test_a_run_that_loses_a_worker_then_its_driver_ends_the_same(root, full):
     assert not os.path.exists(os.path.join(root, "models", "faults"))  # no model before the end
     assert main(_train_args(root) + ["--run-name", "faults", "--resume"]) == 0
     assert_same_run(root, "faults", full)
+
+
+CONFIGS = os.path.dirname(CONFIG)
+CHAIN = ("mntp", "simcse", "supervised")  # configs/train/tiny-llm2vec-<stage>.yaml
+CHAIN_STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def chain(root):
+    """LLM2Vec's chain on the tiny decoder, as a user runs it: three `quarry train` runs,
+    each starting from the one before (init_from in its config)."""
+    for stage in CHAIN:
+        assert main(["--root", root, "train", "--config", os.path.join(CONFIGS, f"tiny-llm2vec-{stage}.yaml"),
+                     "--max-steps", str(CHAIN_STEPS)]) == 0
+    return {stage: _losses(root, f"tiny-llm2vec-{stage}") for stage in CHAIN}
+
+
+def test_the_llm2vec_chain_lowers_each_loss_and_ends_bidirectional(root, chain, capsys):
+    from trainers import EmbeddingModel
+
+    for stage, rows in chain.items():
+        losses = [r["loss"] for r in rows]
+        assert [r["step"] for r in rows] == list(range(1, CHAIN_STEPS + 1)) and all(np.isfinite(losses))
+        assert np.mean(losses[-4:]) < np.mean(losses[:4]), f"{stage}: {losses}"
+        assert rows[0]["task"] == {"mntp": "mntp", "simcse": "simcse"}.get(stage, rows[0]["task"])
+    corpus = Catalog(root).latest("corpus", "vital")
+    capsys.readouterr()
+    assert main(["--root", root, "lineage", "tiny-llm2vec-supervised"]) == 0
+    printed = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert printed[0].startswith(f"tiny-llm2vec-supervised: {CHAIN_STEPS} steps on shards/vital-stage1 ")
+    assert printed[0].endswith("from tiny-llm2vec-simcse")
+    assert printed[1] == f"<- tiny-llm2vec-simcse: {CHAIN_STEPS} steps of simcse on corpus/vital {corpus}, " \
+                         "from tiny-llm2vec-mntp"
+    assert printed[2] == f"<- tiny-llm2vec-mntp: {CHAIN_STEPS} steps of mntp on corpus/vital {corpus}, " \
+                         "from the backbone tiny:mistral"
+    # The final model reloads bidirectional: the last token reaches the first one's state.
+    model = EmbeddingModel.from_pretrained(os.path.join(root, "models", "tiny-llm2vec-supervised"))
+    assert model.config.pooling.mode == "mean" and not model.backbone.config.is_causal
+    ids = model.tokenize(["the river runs to the sea", "the river runs to the hill"])
+    with torch.no_grad():
+        hidden = model.backbone(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state
+    assert not torch.allclose(hidden[0, 1], hidden[1, 1], atol=1e-6)
+
+
+def test_an_mntp_run_resumes_to_the_same_losses(root, chain):
+    config = os.path.join(CONFIGS, "tiny-llm2vec-mntp.yaml")
+    common = ["--root", root, "train", "--config", config, "--max-steps", str(CHAIN_STEPS), "--run-name", "mntp-split"]
+    assert main(common + ["--stop-after", "5"]) == 0
+    assert main(common + ["--resume"]) == 0
+    rows = _losses(root, "mntp-split")
+    assert [r["step"] for r in rows] == list(range(1, CHAIN_STEPS + 1))
+    assert np.allclose([r["loss"] for r in rows], [r["loss"] for r in chain["mntp"]], atol=1e-4)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"backbone": "packaged:all-MiniLM-L6-v2"}, "objective mntp needs a decoder backbone"),
+    ({"corpus": "nope"}, "no corpus dataset named 'nope'"),
+    ({"global_batch": 100000}, "fewer than one global batch of 100000"),
+    ({"pooling": "latent_attention"}, "trains the backbone alone: set pooling"),
+    ({"keep_layers": 9}, "keep_layers 9: the backbone has only 2 layers"),
+])
+def test_a_bad_text_objective_config_is_one_line(root, tmp_path, capsys, override, message):
+    import yaml
+
+    raw = yaml.safe_load(open(os.path.join(CONFIGS, "tiny-llm2vec-mntp.yaml")))
+    raw.update(override, run_name="bad-mntp")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["--root", root, "train", "--config", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_the_layer_sweep_marks_a_cutoff_and_a_pruned_run_saves_that_many_layers(root, tmp_path, capsys):
+    assert main(["--root", root, "sweep-layers", "--config", CONFIG, "--batches", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0].isdigit()]
+    assert [r[0] for r in rows] == ["0", "1", "2"] and all(np.isfinite(float(r[1])) for r in rows)
+    assert "over 2 global batch(es)" in out
+    config = tmp_path / "pruned.yaml"
+    config.write_text(open(CONFIG).read() + "keep_layers: 1\n")
+    assert main(["--root", root, "train", "--config", str(config), "--run-name", "pruned", "--max-steps", "2"]) == 0
+    with open(os.path.join(root, "models", "pruned", "config.json")) as f:
+        assert json.load(f)["num_hidden_layers"] == 1
+    assert main(["--root", root, "sweep-layers", "--config", os.path.join(CONFIGS, "tiny-llm2vec-mntp.yaml")]) == 2
+    assert "sweep-layers scores the contrastive loss on shards" in capsys.readouterr().err

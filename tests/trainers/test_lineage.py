@@ -58,11 +58,11 @@ def test_a_parent_without_a_record_ends_the_chain_and_a_cycle_stops(tmp_path):
 
 
 def test_init_from_starts_from_the_parents_weights(tmp_path):
-    """The training path (resolve_backbone, build_model) with a fresh LoRA encodes exactly as
+    """The training path (resolve_backbone, build_embedding_model) with a fresh LoRA encodes exactly as
     the parent did, before the first step."""
     from pipelines.train import resolve_backbone
     from trainers import EmbeddingModel, LoraSettings, TrainConfig
-    from trainers.train_loop import build_model
+    from trainers.objectives import build_embedding_model
 
     catalog = Catalog(str(tmp_path))
     torch.manual_seed(0)
@@ -78,7 +78,7 @@ def test_init_from_starts_from_the_parents_weights(tmp_path):
     cfg = TrainConfig(run_name="child", init_from="parent", max_length=32, lora=LoraSettings(r=4, alpha=8, dropout=0.0))
     backbone = resolve_backbone(cfg, catalog)
     assert backbone.local == catalog.root.path("models", "parent") and backbone.on_root is None
-    child = build_model(cfg, backbone.local).eval()
+    child = build_embedding_model(cfg, backbone.local).eval()
     assert any(p.requires_grad for n, p in child.named_parameters() if "lora_" in n)  # a fresh LoRA to train
     assert np.allclose(child.encode(texts), expected, atol=1e-5)
     with pytest.raises(InputError, match="init_from: no saved model named missing under "):

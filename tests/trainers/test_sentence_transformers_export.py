@@ -78,3 +78,19 @@ def test_reloading_a_saved_encoder_reports_no_missing_pooler(tmp_path, caplog):
         model = EmbeddingModel.from_pretrained(str(tmp_path))
     assert model.backbone.pooler is None
     assert "pooler" not in caplog.text and "MISSING" not in caplog.text
+
+
+def test_a_matryoshka_prefix_is_the_same_in_quarry_and_sentence_transformers(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    model = EmbeddingModel.from_pretrained(MINILM, pooling="mean", max_length=64)
+    model.save_pretrained(str(tmp_path))
+    full = model.encode(TEXTS)
+    small = model.encode(TEXTS, dim=64)
+    assert small.shape == (len(TEXTS), 64) and np.allclose(np.linalg.norm(small, axis=1), 1.0, atol=1e-5)
+    expected = full[:, :64] / np.linalg.norm(full[:, :64], axis=1, keepdims=True)
+    assert np.abs(small - expected).max() <= 1e-6
+    st = SentenceTransformer(str(tmp_path), device="cpu", trust_remote_code=True, truncate_dim=64)
+    assert np.abs(st.encode(TEXTS, normalize_embeddings=True) - small).max() <= 1e-5
+    with pytest.raises(Exception, match="dim 500: this model's embeddings have 384 dimensions"):
+        model.encode(TEXTS, dim=500)
