@@ -65,6 +65,10 @@ class MineConfig:
     def selection_for(self, task_type: str) -> SelectionConfig:
         return self.class_selection if task_type in CLASS_TYPES else self.selection
 
+    def query_string(self, instruction: str | None, query: str) -> str:
+        """What the teacher encodes for a query: prompt, optional task instruction, text."""
+        return self.query_prompt + ((instruction or "") if self.task_instructions else "") + query
+
     @property
     def output_name(self) -> str:
         return self.name or self.examples

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from miners.drift import (DRIFT_SCHEMA, FALSE_NEGATIVE_REASONS, MinedRun, TaskDrift, drift_dict, format_drift,
                           plot_drift, query_drift, task_drift)
 from pipelines.documents import content_hash
+from pipelines.mine_reuse import companion_version
 from pipelines.mine_search import SearchResult
 from storage import Catalog, Manifest
 
@@ -52,7 +53,7 @@ def previous_run(catalog: Catalog, name: str, tasks: list[str]) -> MinedRun | No
     wanted = pc.field("task").isin(pa.array(tasks, pa.string()))
     negatives = catalog.read_table("negatives", name, version, filter=wanted,
                                    columns=["task", "example_id", "positive_score", "neg_id", "neg_text", "neg_score"])
-    rejections_version = m.config.get("rejections_version")
+    rejections_version = companion_version(m, "rejections")
     columns = ["task", "example_id", "positive_score", "cand_id", "reason"]
     rejections = (catalog.read_table("rejections", name, rejections_version, columns=columns, filter=wanted)
                   if rejections_version else pa.table({c: pa.array([], pa.string()) for c in columns}))

@@ -71,12 +71,12 @@ def load_previous(cfg: MineConfig, teacher: ResolvedTeacher, catalog: Catalog) -
         why = f"a {cfg.index.kind} index is approximate: its results can move when the pool changes"
     elif {k: m.config.get(k) for k in reuse_key(cfg, teacher)} != jsonable(reuse_key(cfg, teacher)):
         why = "its teacher or settings differ"
-    elif not m.config.get("searched_version"):
+    elif not companion_version(m, KIND):
         why = "it kept no per-query search record"
     if why:
         log.info("mine: searching every query, not reusing negatives/%s %s: %s", name, version, why)
         return None
-    searched = catalog.read_table(KIND, name, m.config["searched_version"])
+    searched = catalog.read_table(KIND, name, companion_version(m, KIND))
     record = {(t, e): (d, k) for t, e, d, k in zip(*(searched.column(c).to_pylist()
                                                     for c in ("task", "example_id", "depth", "kth_score")))}
     inputs = {i.kind: i for i in m.inputs}
@@ -125,8 +125,6 @@ def search_masks(previous: Previous, cfg: MineConfig, catalog: Catalog, cache: E
                  depths: dict[str, int]) -> dict[str, np.ndarray] | None:
     """Per task, which queries must be searched again (True) and which keep their previous
     negatives; None when the previous pool's vectors are no longer in the cache."""
-    from pipelines.mine_search import query_string
-
     changes: dict[str, PoolChange] = {}
     left_vectors: dict[str, np.ndarray] = {}
     for plan in plans.values():
@@ -159,7 +157,7 @@ def search_masks(previous: Previous, cfg: MineConfig, catalog: Catalog, cache: E
                 touched_texts.add(normalized_query_key(r["query"]))
         for i, r in enumerate(rows):
             before = old.get((task, r["example_id"]))
-            same = before is not None and (query_string(cfg, before["instruction"], before["query"]),
+            same = before is not None and (cfg.query_string(before["instruction"], before["query"]),
                                            before["positive_ids"], before["label"]) == (
                 query_strings[task][i], r["positive_ids"], r["label"])
             if not same or set(r["positive_ids"]) & change.changed_ids:
@@ -178,7 +176,19 @@ def search_masks(previous: Previous, cfg: MineConfig, catalog: Catalog, cache: E
     return masks
 
 
-def carried_rows(catalog: Catalog, previous: Previous, kind: str, version: str, example_ids: list[str]) -> pa.Table:
-    """The previous rows of ``kind`` (negatives, rejections, searched) of these queries."""
-    return catalog.read_table(kind, previous.negatives.name, version,
+def version_key(kind: str) -> str:
+    """The key under which a negatives version's config records the ``kind`` version
+    (rejections, searched) its mine wrote beside it."""
+    return f"{kind}_version"
+
+
+def companion_version(negatives: Manifest, kind: str) -> str | None:
+    """The version of ``kind`` (negatives, rejections, searched) written by the mine that
+    wrote this negatives version; None for a run from before that kind was recorded."""
+    return negatives.version if kind == "negatives" else negatives.config.get(version_key(kind))
+
+
+def carried_rows(catalog: Catalog, previous: Previous, kind: str, example_ids: list[str]) -> pa.Table:
+    """The previous run's rows of ``kind`` (negatives, rejections, searched) of these queries."""
+    return catalog.read_table(kind, previous.negatives.name, companion_version(previous.negatives, kind),
                               filter=pc.field("example_id").isin(pa.array(example_ids, pa.string())))

@@ -78,11 +78,6 @@ class SearchResult:
         return sum(len(v) for v in self.carried.values())
 
 
-def query_string(cfg: MineConfig, instruction: str | None, query: str) -> str:
-    """What the teacher encodes for a query: prompt, optional task instruction, text."""
-    return cfg.query_prompt + ((instruction or "") if cfg.task_instructions else "") + query
-
-
 def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     """Load examples and pools, embed what the cache lacks (Ray actor pool), search (FAISS)."""
     ex_m = catalog.manifest("examples", cfg.examples, cfg.examples_version)
@@ -112,7 +107,7 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     for pool in pools.values():
         for t in pool.table.column("text").to_pylist():
             texts[text_key(t)] = t
-    query_strings = {task: [query_string(cfg, ins, q) for ins, q in zip(rows.column("instruction").to_pylist(),
+    query_strings = {task: [cfg.query_string(ins, q) for ins, q in zip(rows.column("instruction").to_pylist(),
                                                                         rows.column("query").to_pylist())]
                      for task, rows in task_rows.items()}
     for strings in query_strings.values():

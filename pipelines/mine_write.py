@@ -21,7 +21,7 @@ from miners.drift import MinedRun
 from pipelines.mine_config import MineConfig
 from pipelines.mine_drift import DriftResult, flagged, previous_run, write_drift
 from pipelines.mine_reuse import KIND as SEARCHED
-from pipelines.mine_reuse import SEARCHED_SCHEMA, carried_rows
+from pipelines.mine_reuse import SEARCHED_SCHEMA, carried_rows, version_key
 from pipelines.mine_search import SearchResult
 from pipelines.mine_select import NEGATIVE, NEGATIVE_SCHEMA, QUERY, REJECTED, REJECTION_SCHEMA
 from pipelines.ray_io import block_sizes, write_blocks_ordered
@@ -102,14 +102,14 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
                                      stats={"rejected_by_task": {t: r.rejected for t, r in report.items()}})
     searched_m = catalog.write_table(SEARCHED, name, searched_table(searched, report_parts[QUERY], carried_searches),
                                      config={"built_by": "quarry mine", "run_id": run_id})
-    config["searched_version"] = searched_m.version
+    config[version_key(SEARCHED)] = searched_m.version
     with catalog.writer("negatives", name) as writer:
         write_blocks_ordered(parts[NEGATIVE], block_sizes(parts[NEGATIVE]), writer.staging_dir, writer.filesystem,
                              rows_per_file=1_000_000, schema=NEGATIVE_SCHEMA)
         writer.attach("report.json", to_json(report))
         writer.attach("scores.png", plot_scores({t: scores.get(t, TaskScores.empty()) for t in report},
                                                 cfg.selection.strategy, cfg.selection.effective_margin))
-        negatives_m = writer.commit(config={**config, "rejections_version": rejections_m.version},
+        negatives_m = writer.commit(config={**config, version_key("rejections"): rejections_m.version},
                                     inputs=searched.inputs + [rejections_m.input_ref()],
                                     stats={"report": report_dict(report), "embedding": asdict(searched.embed_stats),
                                            "reuse": reuse})
@@ -138,9 +138,9 @@ def _carry_over(catalog: Catalog, searched: SearchResult, parts: dict[str, list]
         return None
     prev = searched.previous
     ids = [e for ids in searched.carried.values() for e in ids]
-    negatives = carried_rows(catalog, prev, "negatives", prev.version, ids).cast(NEGATIVE_SCHEMA)
-    rejections = carried_rows(catalog, prev, "rejections", prev.negatives.config["rejections_version"], ids)
-    records = carried_rows(catalog, prev, SEARCHED, prev.negatives.config["searched_version"], ids)
+    negatives = carried_rows(catalog, prev, "negatives", ids).cast(NEGATIVE_SCHEMA)
+    rejections = carried_rows(catalog, prev, "rejections", ids)
+    records = carried_rows(catalog, prev, SEARCHED, ids)
     parts[NEGATIVE].append(ray.put(negatives))
     parts[REJECTED].append(ray.put(rejections.cast(REJECTION_SCHEMA)))
     parts[QUERY].append(ray.put(records.select(REPORT_COLUMNS[QUERY])))
