@@ -121,3 +121,35 @@ def test_mntp_reads_the_lm_head_and_masks_with_the_configured_token(tmp_path, ti
     chosen = feats["labels"] != IGNORE
     assert (feats["input_ids"][chosen] == model.mask_id).all()
     assert not torch.isin(feats["input_ids"][~chosen], torch.tensor([model.mask_id])).any()
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("objective", ["mntp", "simcse"])
+def test_a_bf16_text_objective_step_is_finite_and_lowers_its_batch_loss(tmp_path, tiny, wiki_texts, objective,
+                                                                       device):
+    """bf16 weights (LoRA kept in fp32 by peft), as a GPU run trains: on the CPU in every run,
+    on CUDA with `pytest -m gpu`. The same batch three times: its loss must fall."""
+    files = _corpus(str(tmp_path / "corpus"), wiki_texts[:32], row_group_size=16)
+    cfg = TrainConfig.from_dict({"objective": objective, "corpus": "c", "global_batch": 8, "pooling": "mean",
+                                 "lr": 1e-2, "bf16": True, "num_workers": 1, "max_length": 48, "temperature": 0.5,
+                                 "lora": {"r": 8, "alpha": 16, "dropout": 0.0}})
+    obj = objective_for(cfg, files, LOCAL, 0, 1, 0)
+    torch.manual_seed(0)
+    model = obj.build(tiny).to(device)
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert frozen == {torch.bfloat16}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    model.train()
+    losses = []
+    for _ in range(3):
+        torch.manual_seed(0)  # the same masking and dropout each time: only the weights change
+        out = obj.step(model, model, 0, device)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(float(out.loss.detach()))
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
