@@ -141,7 +141,8 @@ class EvalResult:
 
     def summary(self) -> str:
         where = f"examples/{self.examples} {self.examples_version}, {self.split} split"
-        embedded = "; ".join(f"{m.model}: {m.embed.summary()}" for m in self.models)
+        # A Matryoshka prefix reuses its model's vectors: only the full-vector rows embedded anything.
+        embedded = "; ".join(f"{m.model}: {m.embed.summary()}" for m in self.models if m.dim is None)
         tail = f"\neval: results in evals/{self.examples} {self.evals_version} (view evals)" if self.evals_version else ""
         return f"eval: {where} ({embedded})\n{self.table()}{tail}"
 

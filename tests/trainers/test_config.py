@@ -67,3 +67,42 @@ def test_config_files_that_are_not_text_or_not_a_mapping(tmp_path):
         load_train_config(str(listing))
     with pytest.raises(InputError, match="no such training config"):
         load_train_config(str(tmp_path))
+
+
+def test_matryoshka_sizes_always_include_the_full_dimension():
+    cfg = TrainConfig.from_dict({"matryoshka_dims": [64, 32], "matryoshka_weights": [0.5, 2]})
+    assert cfg.matryoshka(384) == ((32, 2.0), (64, 0.5), (384, 1.0))
+    assert TrainConfig.from_dict({"matryoshka_dims": [384, 64]}).matryoshka(384) == ((64, 1.0), (384, 1.0))
+    assert TrainConfig().matryoshka(384) == ()
+    with pytest.raises(InputError, match=r"matryoshka_dims \[512\] exceed the embedding's 384 dimensions"):
+        TrainConfig.from_dict({"matryoshka_dims": [64, 512]}).matryoshka(384)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"matryoshka_dims": [64, 64]}, "matryoshka_dims must be distinct positive sizes"),
+    ({"matryoshka_dims": [64], "matryoshka_weights": [1, 2]}, "one positive weight per dimension"),
+    ({"matryoshka_weights": [1.0]}, "matryoshka_weights needs matryoshka_dims"),
+    ({"matryoshka_dims": ["64"]}, "matryoshka_dims: expected a list of integers or null"),
+    ({"objective": "mlm"}, "objective must be one of contrastive, mntp, simcse"),
+    ({"objective": "mntp", "global_batch": 8, "pooling": "mean"}, "trains on corpus passages: set corpus"),
+    ({"objective": "simcse", "corpus": "c", "pooling": "mean"}, "set global_batch"),
+    ({"objective": "mntp", "corpus": "c", "global_batch": 8, "pooling": "mean", "matryoshka_dims": [8]},
+     "objective mntp makes no embeddings to nest"),
+    ({"mntp": {"preset": "gpt"}}, "mntp.preset must be auto or one of llama, mistral"),
+    ({"mntp": {"mask_probability": 0}}, "mntp.mask_probability must be in (0, 1]"),
+    ({"simcse": {"dropout": 1.0}}, "simcse.dropout must be in [0, 1)"),
+    ({"keep_layers": 1.0}, "keep_layers must be a positive number of layers or a fraction in (0, 1)"),
+    ({"keep_layers": 0}, "keep_layers must be a positive number"),
+])
+def test_bad_new_fields_are_one_line_errors(raw, message):
+    with pytest.raises(InputError) as e:
+        TrainConfig.from_dict(raw, where="x.yaml")
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_mntp_presets_resolve_by_family():
+    from trainers.config import MntpSettings
+
+    assert MntpSettings().resolve("mistral") == MntpSettings(preset="mistral").resolve("llama")
+    assert MntpSettings().resolve("llama").replacement == "bert" and MntpSettings().resolve("qwen2").mask_probability == 0.2
+    assert MntpSettings(mask_probability=0.5).resolve("mistral").mask_probability == 0.5
