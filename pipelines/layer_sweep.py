@@ -79,7 +79,8 @@ def sweep_layers(cfg: TrainConfig, sweep: SweepConfig, catalog: Catalog) -> Swee
                                            attn_implementation=cfg.attn_implementation,
                                            dtype=torch.bfloat16 if cfg.use_bf16 else None, max_length=cfg.max_length,
                                            trust_remote_code=cfg.trust_remote_code).to(device).eval()
-    table = catalog.read_table("shards", cfg.shards, shards.version)
+    # Only the batches the sweep scores, not the whole shards version.
+    table = catalog.read_table("shards", cfg.shards, shards.version, filter=pc.field("batch_index") < count)
     batches = []
     for index in range(count):  # the export's order: the first batches a run trains on
         rows = table.filter(pc.field("batch_index") == index).to_pylist()

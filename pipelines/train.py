@@ -194,12 +194,12 @@ def check_backbone(cfg: TrainConfig, backbone: Backbone) -> None:
     backbone, an MNTP run on an encoder, a layer count or Matryoshka size it lacks, each in
     one line here rather than a worker's traceback."""
     from trainers.config import layers_to_keep
-    from trainers.model import DECODER_TYPES, load_backbone_config
+    from trainers.mntp_model import require_decoder
+    from trainers.model import load_backbone_config
 
     config = load_backbone_config(backbone.local, cfg.trust_remote_code)
-    if cfg.objective == "mntp" and config.model_type not in DECODER_TYPES:
-        raise InputError(f"objective mntp needs a decoder backbone ({', '.join(sorted(DECODER_TYPES))}); "
-                         f"{cfg.init_from or cfg.backbone} is a {config.model_type}")
+    if cfg.objective == "mntp":
+        require_decoder(config, cfg.init_from or cfg.backbone)
     layers_to_keep(cfg.keep_layers, config.num_hidden_layers)
     cfg.matryoshka(config.hidden_size)
 

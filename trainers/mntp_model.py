@@ -42,13 +42,13 @@ def resolve_mask_token(tokenizer, name: str) -> tuple[int, bool]:
                      "(added to the vocabulary) or another vocabulary token")
 
 
-def require_decoder(path: str, trust_remote_code: bool = False) -> str:
-    """The backbone's model type, which MNTP needs to be a decoder's (it uses the LM head)."""
-    model_type = load_backbone_config(path, trust_remote_code).model_type
-    if model_type not in DECODER_TYPES:
+def require_decoder(config, name: str) -> str:
+    """The model type of a backbone ``config`` (``name`` as the user gave it), which MNTP
+    needs to be a decoder's: it trains through the LM head."""
+    if config.model_type not in DECODER_TYPES:
         raise InputError(f"objective mntp needs a decoder backbone ({', '.join(sorted(DECODER_TYPES))}); "
-                         f"{path} is a {model_type}")
-    return model_type
+                         f"{name} is a {config.model_type}")
+    return config.model_type
 
 
 class MntpModel(nn.Module):
@@ -71,7 +71,7 @@ class MntpModel(nn.Module):
         """``mntp``: the run's ``MntpSettings``, resolved here against the backbone's family."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model_type = require_decoder(path, trust_remote_code)
+        model_type = require_decoder(load_backbone_config(path, trust_remote_code), path)
         causal, _ = _load_backbone(path, True, attn_implementation, dtype, trust_remote_code, None, keep_layers,
                                    auto_class=AutoModelForCausalLM)
         tokenizer = _loading(path, AutoTokenizer.from_pretrained, path, trust_remote_code=trust_remote_code)
