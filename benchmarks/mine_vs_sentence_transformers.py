@@ -1,6 +1,7 @@
 """Quarry mine vs sentence-transformers' mine_hard_negatives, same teacher, same settings.
 
     python benchmarks/mine_vs_sentence_transformers.py [--limit N] [--fixed-batches] [--precisions fp32,bf16]
+        [--encode-in auto,actors]
 
 Task: the embedded vital articles, query = description, positive = the article's text,
 candidates = every article (both tools get the same cleaned texts). Teacher: the packaged
@@ -21,6 +22,7 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -98,6 +100,9 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=50)
     parser.add_argument("--precisions", default="fp32,bf16",
                         help="teacher precisions to mine cold at, the first is the reference (default %(default)s)")
+    parser.add_argument("--encode-in", default="auto",
+                        help="where Quarry encodes (auto, driver, actors); after the first, each is timed cold "
+                             "again at the last precision on a data root of its own (default %(default)s)")
     parser.add_argument("--fixed-batches", action="store_true",
                         help="also time Quarry cold with --max-batch-tokens 0, on a second data root")
     args = parser.parse_args()
@@ -143,7 +148,8 @@ def main() -> None:
 
     def config(name: str, precision: str, depth: int) -> MineConfig:
         return MineConfig(examples="bench", name=name, depth=depth, selection=selection,
-                          class_selection=class_selection, teacher=TeacherSpec(precision=precision))
+                          class_selection=class_selection, teacher=TeacherSpec(precision=precision),
+                          encode_in=args.encode_in.split(",")[0])
 
     runs = {}
     plan = [(f"cold {p}", config(f"bench-{p}", p, args.depth)) for p in precisions]
@@ -165,6 +171,17 @@ def main() -> None:
                                      write=False), catalog)
         ndcg[p] = scored.models[0].value("desc2article", "ndcg_at_10")
         print(f"teacher at {p}: nDCG@10 {ndcg[p]:.4f} on the test split", flush=True)
+    placements = args.encode_in.split(",")
+    elsewhere = {}
+    for placement in placements[1:]:
+        other = Catalog(tempfile.mkdtemp(prefix=f"quarry-mine-bench-{placement}-"))
+        build_inputs(other, args.limit)
+        cfg = config(f"bench-{placement}", precisions[-1], args.depth)
+        with PeakRSS(tree=True) as mem:
+            t = time.perf_counter()
+            mine(dataclasses.replace(cfg, encode_in=placement), other)
+            elsewhere[placement] = (time.perf_counter() - t, mem)
+        print(f"quarry cold {precisions[-1]}, --encode-in {placement}: {elsewhere[placement][0]:.1f} s", flush=True)
     fixed = None
     if args.fixed_batches:
         other = Catalog(tempfile.mkdtemp(prefix="quarry-mine-bench-fixed-"))
@@ -192,6 +209,9 @@ def main() -> None:
         cold_s, cold_mem, _ = runs[f"cold {p}"]
         print(f"{'quarry mine, cold, ' + p:28} {cold_s:8.1f} {cold_s / st_s:7.2f} {cold_mem.peak / 2**30:8.2f} GiB  "
               f"(process tree: driver + Ray); teacher nDCG@10 {ndcg[p]:.4f}")
+    for placement, (seconds, mem) in elsewhere.items():
+        print(f"{'quarry cold, ' + precisions[-1] + ', ' + placement:28} {seconds:8.1f} {seconds / st_s:7.2f} "
+              f"{mem.peak / 2**30:8.2f} GiB  (--encode-in {placement})")
     print(f"{'quarry mine, warm (cache)':28} {warm_s:8.1f} {warm_s / st_s:7.2f} {warm_mem.peak / 2**30:8.2f} GiB")
     if fixed is not None:
         print(f"{'quarry cold, no token budget':28} {fixed:8.1f} {fixed / st_s:7.2f}")

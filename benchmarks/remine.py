@@ -15,8 +15,13 @@
 6. 4 and 5 again after a second, smaller edit (1% of the articles by default).
 
 Prints the wall time of each step, the re-mine's ratio to the cold mine, what was
-embedded, the change summaries and the drift table. Ray is started before the first
-timing and is not in any figure. Peak RSS is the whole process tree (Ray included).
+embedded, the change summaries and the drift table. Each mine runs in a fresh Python
+process, as ``quarry mine`` does, so that every one pays its own imports (torch and
+sentence-transformers when it encodes in the driver): in one process, a re-mine would
+find them imported by the cold mine. Each process starts its own local Ray and waits
+for it to settle before the clock starts; Ray's start-up is in no figure, and the build
+and refresh steps run in this process on its own Ray, shut down while a mine runs.
+Peak RSS is the whole process tree (Ray included).
 A benchmark, not a test: record the figures and the machine in docs/benchmarks.md.
 """
 
@@ -35,8 +40,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("QUARRY_PROGRESS", "0")
 
 from benchmarks.mine_vs_sentence_transformers import PeakRSS  # noqa: E402
+from miners.teacher import TeacherSpec  # noqa: E402
 from pipelines.main_job import DEFAULT_TASK_SPEC  # noqa: E402
-from pipelines.mine import MineConfig, mine  # noqa: E402
+from pipelines.mine import MineConfig  # noqa: E402
 from pipelines.ray_runtime import ensure_ray  # noqa: E402
 from pipelines.refresh import RefreshConfig, refresh  # noqa: E402
 from pipelines.sources import SourceConfig, load_embedded_table  # noqa: E402
@@ -77,6 +83,49 @@ def compare(catalog: Catalog, kind: str, a: str, b: str) -> str:
     return f"identical ({x.num_rows} rows; scores within {worst:.1e}; {swapped} rank(s) swapped on such ties)"
 
 
+# A mine in a fresh process: (config, data root, output path) in, (seconds, MineResult) out.
+CHILD = """
+import os, pickle, sys, time
+sys.path.insert(0, {repo!r})
+from pipelines.mine import mine
+from pipelines.ray_runtime import ensure_ray
+from storage import Catalog
+cfg, root, out = pickle.load(open(sys.argv[1], "rb"))
+ensure_ray()
+time.sleep(8)  # Ray's idle workers finish starting before the clock does
+start = time.perf_counter()
+result = mine(cfg, Catalog(root))
+seconds = time.perf_counter() - start
+pickle.dump((seconds, result), open(out, "wb"))
+"""
+
+
+def mine_in_fresh_process(cfg: MineConfig, catalog: Catalog):
+    """``mine(cfg, catalog)`` in a new interpreter; returns (its seconds, its MineResult)."""
+    import pickle
+    import subprocess
+
+    import ray
+
+    ray.shutdown()  # one local Ray at a time: the child starts its own
+    with tempfile.TemporaryDirectory() as tmp:
+        args, out = os.path.join(tmp, "args.pkl"), os.path.join(tmp, "out.pkl")
+        with open(args, "wb") as f:
+            pickle.dump((cfg, catalog.root.uri, out), f)
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        subprocess.run([sys.executable, "-c", CHILD.format(repo=repo), args], check=True)
+        with open(out, "rb") as f:
+            return pickle.load(f)
+
+
+def timed_mine(label: str, cfg: MineConfig, catalog: Catalog, results: list):
+    with PeakRSS(tree=True) as rss:
+        seconds, value = mine_in_fresh_process(cfg, catalog)
+    results.append((label, seconds, rss.peak))
+    print(f"{label}: {seconds:.1f} s", flush=True)
+    return value
+
+
 def timed(label: str, fn, results: list):
     with PeakRSS(tree=True) as rss:
         start = time.perf_counter()
@@ -87,13 +136,14 @@ def timed(label: str, fn, results: list):
     return value
 
 
-def _remine(catalog: Catalog, results: list, suffix: str):
+def _remine(catalog: Catalog, results: list, suffix: str, teacher: TeacherSpec):
     """refresh, the re-mine, and the reference that searches every query again."""
+    ensure_ray()
     refreshed = timed(f"refresh{suffix}", lambda: refresh(RefreshConfig(), catalog), results)
-    again = timed(f"re-mine{suffix}", lambda: mine(MineConfig(examples="vital"), catalog), results)
+    again = timed_mine(f"re-mine{suffix}", MineConfig(examples="vital", teacher=teacher), catalog, results)
     # Another name, so its own previous run is not the re-mine's; the embedding cache is shared.
-    timed(f"re-mine{suffix}, every query searched (--no-reuse)",
-          lambda: mine(MineConfig(examples="vital", name="vital-full", reuse=False), catalog), results)
+    timed_mine(f"re-mine{suffix}, every query searched (--no-reuse)",
+               MineConfig(examples="vital", name="vital-full", reuse=False, teacher=teacher), catalog, results)
     same = {kind: compare(catalog, kind, "vital", "vital-full") for kind in ("negatives", "rejections")}
     return refreshed, again, same
 
@@ -105,6 +155,7 @@ def main() -> None:
     p.add_argument("--delete", type=float, default=0.01, help="fraction deleted")
     p.add_argument("--second-edit", type=float, default=0.01, help="then this fraction of other articles edited")
     p.add_argument("--root", help="data root (default: a fresh temporary folder)")
+    p.add_argument("--precision", default="auto", help="teacher precision of every mine (default %(default)s)")
     args = p.parse_args()
 
     work = args.root or tempfile.mkdtemp(prefix="quarry-remine-")
@@ -122,26 +173,27 @@ def main() -> None:
     results: list = []
     timed("build wiki", lambda: build_wiki(WikiBuildConfig(name="vital", source=source), catalog), results)
     timed("build tasks", lambda: build_tasks(load_task_set(DEFAULT_TASK_SPEC), catalog), results)
-    cold = timed("cold mine", lambda: mine(MineConfig(examples="vital"), catalog), results)
+    teacher = TeacherSpec(precision=args.precision)
+    cold = timed_mine("cold mine", MineConfig(examples="vital", teacher=teacher), catalog, results)
 
     edited = [dict(r) for r in first]
     for r in edited[:n_edit]:
         r["extract"] = (r["extract"] or "") + EDIT
     edited = edited[:n_edit] + edited[n_edit + n_delete:] + held_back
     write_jsonl(docs, edited)
-    weeks = [(f"{(n_edit + n_delete + n_add) / n:.0%} edit", *_remine(catalog, results, ""))]
+    weeks = [(f"{(n_edit + n_delete + n_add) / n:.0%} edit", *_remine(catalog, results, "", teacher))]
     # A smaller edit of other articles: the share of queries it cannot reach grows as the edit shrinks.
     n_small = round(n * args.second_edit)
     for r in edited[n_edit:n_edit + n_small]:
         r["extract"] = (r["extract"] or "") + EDIT
     write_jsonl(docs, edited)
-    weeks.append((f"{n_small} texts edited", *_remine(catalog, results, " (2)")))
+    weeks.append((f"{n_small} texts edited", *_remine(catalog, results, " (2)", teacher)))
 
     print()
     print(f"Machine: {os.cpu_count()} cores ({platform.machine()}), Python {platform.python_version()}; "
           f"{n} articles, edit {n_edit} + delete {n_delete} + add {n_add} = {n_edit + n_delete + n_add} "
           f"({(n_edit + n_delete + n_add) / n:.1%}), then {n_small} more edited")
-    print(f"cold mine: {cold.embed_stats.summary()}")
+    print(f"cold mine: {cold.embed_stats.summary()}; teacher at {cold.precision}")
     for label, refreshed, again, same in weeks:
         print()
         print(f"{label}: {again.embed_stats.summary()}; reuse {again.reuse}")

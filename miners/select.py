@@ -83,16 +83,21 @@ class SelectionConfig:
 
     def threshold(self, min_positive_score: float) -> float:
         """Candidates scoring strictly above this are dropped (+inf: no threshold)."""
+        return float(self.thresholds(np.array([min_positive_score], dtype=np.float64))[0])
+
+    def thresholds(self, min_positive_scores: np.ndarray) -> np.ndarray:
+        """``threshold`` of each query's lowest positive score (float64), as one array."""
         m = self.effective_margin
+        s = np.asarray(min_positive_scores, dtype=np.float64)
         if self.strategy == "topk_abs":
-            return float(m)
+            return np.full(s.shape, float(m))
         if self.strategy == "topk_margin_pos":
-            return float(min_positive_score - m)
+            return s - m
         if self.strategy == "topk_perc_pos":
             # s - |s|(1 - m) equals m*s for positive scores and stays below s for negative
             # ones, where m*s would lie above the positive (sentence-transformers #3819).
-            return float(min_positive_score - abs(min_positive_score) * (1 - m))
-        return float("inf")
+            return s - np.abs(s) * (1 - m)
+        return np.full(s.shape, np.inf)
 
 
 def normalized_query_key(text: str) -> str:

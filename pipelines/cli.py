@@ -37,6 +37,7 @@ from typing import Any, Sequence
 from miners.index import INDEX_TYPES, IndexConfig
 from miners.select import DEFAULT_MARGIN, SAMPLING, STRATEGIES, SelectionConfig
 from miners.teacher import AUTO, PRECISIONS, TeacherSpec
+from pipelines.embed_stage import ENCODE_IN
 from pipelines.encode import EncodeConfig
 from pipelines.evaluate import EvalConfig
 from pipelines.export import ExportConfig
@@ -133,7 +134,7 @@ def mine_config(args) -> MineConfig:
                       depth=args.depth, index=IndexConfig(kind=args.index, nlist=args.nlist, nprobe=args.nprobe),
                       batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
                       query_prompt=args.query_prompt, task_instructions=args.task_instructions, encoders=args.encoders,
-                      reuse=not args.no_reuse)
+                      encode_in=args.encode_in, reuse=not args.no_reuse)
 
 
 def cmd_mine(args, catalog: Catalog) -> None:
@@ -191,7 +192,8 @@ def cmd_eval(args, catalog: Catalog) -> None:
     cfg = EvalConfig(models=[*(args.models or []), *(args.compare or [])], examples=args.examples,
                      examples_version=args.examples_version, split=args.split, tasks=list(_comma_list(args.tasks)),
                      batch_size=args.batch_size, max_length=args.max_length, query_prompt=args.query_prompt,
-                     encoders=args.encoders, max_batch_tokens=args.max_batch_tokens, write=not args.no_write,
+                     encoders=args.encoders, encode_in=args.encode_in, max_batch_tokens=args.max_batch_tokens,
+                     write=not args.no_write,
                      with_parents=args.with_parent, precision=args.precision, dims=_int_list(args.dims, "--dims"))
     print(evaluate(cfg, catalog).summary())
 
@@ -405,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sentence-transformers models: prefix of query-side texts (default: none, as the teacher "
                          "mined)")
     ev.add_argument("--encoders", type=int, help="encoder actors (default: one per GPU, else one)")
+    ev.add_argument("--encode-in", default=default(EvalConfig, "encode_in"), choices=ENCODE_IN,
+                    help="where texts the cache lacks are encoded: in this process (driver), on a Ray actor pool "
+                         "(actors), or auto: the driver when one encoder would run on the local Ray quarry starts "
+                         "itself (RAY_ADDRESS unset), else the pool (default %(default)s)")
     ev.add_argument("--with-parent", action="store_true", help="also score each model's parent (the model it was "
                     "trained from with --init-from), on the same split, side by side")
     ev.add_argument("--dims", help="also score the renormalised first N dimensions of each model's vectors "
@@ -478,6 +484,10 @@ def add_mine_arguments(p: argparse.ArgumentParser) -> None:
                    help="padded tokens per teacher forward pass (default 2048 on CPU, 32768 per GPU; "
                         "0: always --batch-size texts, as sentence-transformers)")
     p.add_argument("--encoders", type=int, help="teacher actors (default: one per GPU, else one)")
+    p.add_argument("--encode-in", default=default(MineConfig, "encode_in"), choices=ENCODE_IN,
+                   help="where texts the cache lacks are encoded: in this process (driver), on a Ray actor pool "
+                        "(actors), or auto: the driver when one encoder would run on the local Ray quarry starts "
+                        "itself (RAY_ADDRESS unset), else the pool (default %(default)s)")
     p.add_argument("--query-prompt", default=default(MineConfig, "query_prompt"),
                    help="prefix for queries, e.g. 'query: ' for E5 teachers")
     p.add_argument("--no-reuse", action="store_true",

@@ -24,6 +24,7 @@ from evaluation.models import QUARRY, ModelRef, resolve_model
 from evaluation.mteb_tasks import EVALUABLE_TYPES, METRICS, TaskData, mteb_task
 from miners.cache import EmbeddingCache, EmbedStats
 from miners.teacher import AUTO, PRECISIONS
+from pipelines.embed_stage import check_encode_in
 from pipelines.examples import choose_tasks, examples_corpus, task_types
 from storage import Catalog, DataRoot, InputError, format_table
 from storage.packaged import is_packaged
@@ -59,6 +60,7 @@ class EvalConfig:
     precision: str = AUTO  # sentence-transformers models only, as --teacher-precision when mining
     query_prompt: str = ""  # sentence-transformers models only: prefix of query-side texts (the teacher mined bare)
     encoders: int | None = None  # encoder actors (default: one per GPU, else one)
+    encode_in: str = "auto"  # auto, driver or actors: where texts are encoded (pipelines.embed_stage)
     max_batch_tokens: int | None = None  # padded tokens per forward pass (default: the device's)
     write: bool = True  # eval.json beside Quarry models and a new evals/<examples> version
     with_parents: bool = False  # also score each model's parent (lineage.json's init_from), right after it
@@ -75,6 +77,7 @@ class EvalConfig:
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.max_length is not None and self.max_length < 8:
             raise InputError(f"--max-length must be at least 8, got {self.max_length}")
+        check_encode_in(self.encode_in)
         if self.precision not in (AUTO, *PRECISIONS):
             raise InputError(f"--precision must be one of {', '.join((AUTO, *PRECISIONS))}, got {self.precision!r}")
         if any(d < 1 for d in self.dims) or len(set(self.dims)) != len(self.dims):
@@ -241,7 +244,7 @@ def evaluate_model(ref: ModelRef, tasks: list[TaskData], cfg: EvalConfig, catalo
     ensure_ray()
     cache = EmbeddingCache(catalog, ref.cache_name, dim=None, config=ref.provenance())
     log.info("eval: %s: %d texts to score %d task(s)", ref.label, len(inputs), len(tasks))
-    stats = embed_missing(inputs, cache, ref, cfg.batch_size, cfg.encoders, cfg.max_batch_tokens)
+    stats = embed_missing(inputs, cache, ref, cfg.batch_size, cfg.encoders, cfg.max_batch_tokens, cfg.encode_in)
     keys = list(inputs)
     vectors = cache.load(keys)
     too_big = [d for d in cfg.dims if d > vectors.shape[1]]

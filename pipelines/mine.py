@@ -3,11 +3,12 @@
     quarry mine [--examples vital] [--tasks a,b] [--strategy topk_perc_pos] [--teacher PATH] ...
 
 1. search (``pipelines.mine_search``): candidate pools, teacher embeddings through the
-   cache (a Ray Data actor pool encodes what it lacks), FAISS top-k per query; queries a
-   change since the last mine of this name cannot reach are not searched and keep their
-   negatives (``pipelines.mine_reuse``);
-2. select (``pipelines.mine_select``): a Ray Data callable class applies ``miners.select``
-   to chunks of queries;
+   cache (what it lacks is encoded in the driver or on a Ray Data actor pool,
+   ``pipelines.embed_stage``), FAISS top-k per query; queries a change since the last mine
+   of this name cannot reach are not searched and keep their negatives
+   (``pipelines.mine_reuse``);
+2. select (``pipelines.mine_select``): one Ray task per chunk of queries applies the rules
+   of ``miners.select``, vectorised (``miners.select_batch``);
 3. write (``pipelines.mine_write``): the report, then ``rejections/<name>``,
    ``searched/<name>`` and ``negatives/<name>``, each committed atomically, and the drift
    report against the previous negatives (``pipelines.mine_drift``).

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from miners.index import IndexConfig
 from miners.select import SelectionConfig
 from miners.teacher import TeacherSpec
+from pipelines.embed_stage import check_encode_in
 from pipelines.task_types import CLASS_TYPES, RETRIEVAL
 from storage import InputError, validate_name
 
@@ -38,6 +39,7 @@ class MineConfig:
     query_prompt: str = ""  # fixed prefix for queries, e.g. "query: " for E5
     task_instructions: bool = False  # prefix queries with their task instruction (e5-mistral style)
     encoders: int | None = None  # teacher actors (default: one per GPU, or one CPU actor)
+    encode_in: str = "auto"  # auto, driver or actors: where missing texts are encoded (pipelines.embed_stage)
     chunk_rows: int = 2048  # queries per selection batch
     reuse: bool = True  # take over the negatives of queries a change cannot reach (pipelines.mine_reuse)
 
@@ -53,6 +55,7 @@ class MineConfig:
             raise InputError(f"--max-batch-tokens must be 0 (off) or positive, got {self.max_batch_tokens}")
         if self.encoders is not None and self.encoders < 1:
             raise InputError(f"--encoders must be at least 1, got {self.encoders}")
+        check_encode_in(self.encode_in)
         if self.teacher.max_length is not None and self.teacher.max_length < 1:
             raise InputError(f"--max-length must be at least 1, got {self.teacher.max_length}")
         if self.chunk_rows < 1:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,7 @@ from miners.reach import reachable
 from miners.select import normalized_query_key
 from miners.teacher import ResolvedTeacher, text_key
 from pipelines.mine_config import CORPUS_POOL, MineConfig, TaskPlan
+from pipelines.mine_texts import PoolTexts
 from storage import Catalog, CatalogError, Manifest
 from storage.writer import jsonable
 
@@ -188,7 +190,38 @@ def companion_version(negatives: Manifest, kind: str) -> str | None:
     return negatives.version if kind == "negatives" else negatives.config.get(version_key(kind))
 
 
-def carried_rows(catalog: Catalog, previous: Previous, kind: str, example_ids: list[str]) -> pa.Table:
-    """The previous run's rows of ``kind`` (negatives, rejections, searched) of these queries."""
-    return catalog.read_table(kind, previous.negatives.name, companion_version(previous.negatives, kind),
-                              filter=pc.field("example_id").isin(pa.array(example_ids, pa.string())))
+# The candidate id and text columns of the kinds that name candidates.
+CANDIDATE_TEXT = {"negatives": ("neg_id", "neg_text"), "rejections": ("cand_id", "cand_text")}
+
+
+def carried_rows(catalog: Catalog, previous: Previous, kind: str, example_ids: list[str],
+                 pool_ids: Mapping[str, pa.ChunkedArray] | None = None, texts: PoolTexts | None = None) -> pa.Table:
+    """The previous run's rows of ``kind`` (negatives, rejections, searched) of these queries.
+
+    The candidates' texts are not read back: a query is carried only when the change
+    touched no document among its candidates (``search_masks``), so each candidate's text
+    is its text in the current pool, found by id (``pool_ids``: pool name -> ids in pool
+    position order; ``texts``: the pools' texts). Reading them back was most of a
+    re-mine's write time, since the rejections hold the text of every rejected candidate.
+    ``tests/pipelines/test_refresh_ray.py`` checks the rows equal those of a mine that
+    searched every query.
+    """
+    version = companion_version(previous.negatives, kind)
+    ids = pc.field("example_id").isin(pa.array(example_ids, pa.string()))
+    if kind not in CANDIDATE_TEXT:
+        return catalog.read_table(kind, previous.negatives.name, version, filter=ids)
+    id_column, text_column = CANDIDATE_TEXT[kind]
+    schema = catalog.manifest(kind, previous.negatives.name, version).arrow()
+    rows = catalog.read_table(kind, previous.negatives.name, version,
+                              columns=[n for n in schema.names if n != text_column], filter=ids)
+    positions = np.full(rows.num_rows, -1, dtype=np.int64)
+    task_values = rows.column("task").to_numpy(zero_copy_only=False)
+    for task, pool in texts.pool_of_task.items():
+        at = np.flatnonzero(task_values == task)
+        found = pc.index_in(rows.column(id_column).take(pa.array(at)), value_set=pool_ids[pool])
+        positions[at] = found.fill_null(-1).to_numpy(zero_copy_only=False)
+    if (positions < 0).any():
+        raise CatalogError(f"{int((positions < 0).sum())} candidates of carried queries are not in the current "
+                           "pools: mine again with --no-reuse")
+    return rows.add_column(schema.get_field_index(text_column), schema.field(text_column),
+                           texts.at(rows.column("task"), positions))

@@ -3,8 +3,8 @@
 Retrieval tasks search the corpus their examples point into (the version the examples were
 built from); classification and clustering tasks search their own examples, so a negative
 is always another example, of another class. Texts the embedding cache lacks are encoded
-on a Ray actor pool (``pipelines.embed_stage``); the search runs in the driver, task by
-task, with one index per pool.
+in the driver or on a Ray actor pool (``pipelines.embed_stage``); the search runs in the
+driver, task by task, with one index per pool.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pipelines.embed_stage import embed_missing, encoder_shape
 from pipelines.examples import choose_tasks, examples_corpus, task_types
 from pipelines.mine_config import CORPUS_POOL, MineConfig, TaskPlan, plan_task
 from pipelines.mine_reuse import Previous, load_previous, search_masks
+from pipelines.mine_texts import PoolTexts
 from pipelines.ray_runtime import ensure_ray
 from pipelines.task_types import MINABLE_TYPES
 from storage import Catalog, InputError, InputRef
@@ -40,6 +41,7 @@ QUERY_SCHEMA = pa.schema([
     ("positive_scores", pa.list_(pa.float32())), ("self_position", pa.int64()),
     ("cand_positions", pa.list_(pa.int64())), ("cand_scores", pa.list_(pa.float32())),
     ("cross_positions", pa.list_(pa.int64())), ("kth_score", pa.float32()),
+    ("query_row", pa.int64()),  # the row's number in SearchResult.queries: selection names the query text by it
 ])
 CANDIDATE_COLUMNS = ("cand_positions", "cand_scores")
 POSITIVE_NOT_IN_POOL = "positive_not_in_pool"
@@ -77,9 +79,13 @@ class SearchResult:
     def carried_count(self) -> int:
         return sum(len(v) for v in self.carried.values())
 
+    def pool_texts(self) -> PoolTexts:
+        return PoolTexts({name: pool.table.column("text") for name, pool in self.pools.items()},
+                         {task: plan.pool for task, plan in self.plans.items()})
+
 
 def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
-    """Load examples and pools, embed what the cache lacks (Ray actor pool), search (FAISS)."""
+    """Load examples and pools, embed what the cache lacks (pipelines.embed_stage), search (FAISS)."""
     ex_m = catalog.manifest("examples", cfg.examples, cfg.examples_version)
     examples = catalog.read_table("examples", cfg.examples, ex_m.version,
                                   columns=["task", "task_type", "example_id", "instruction", "query", "query_hash",
@@ -118,7 +124,8 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     teacher = teacher.on_device(cfg.teacher.precision, encoder_shape().device)  # what auto means there
     log.info("mine: teacher %s at %s precision", teacher.label, teacher.precision)
     cache = EmbeddingCache(catalog, teacher.cache_name, dim=None, config=teacher.provenance())
-    embed_stats = embed_missing(texts, cache, teacher, cfg.batch_size, cfg.encoders, cfg.max_batch_tokens)
+    embed_stats = embed_missing(texts, cache, teacher, cfg.batch_size, cfg.encoders, cfg.max_batch_tokens,
+                                cfg.encode_in)
     key_list = list(texts)
     vectors = cache.load(key_list)
     log.info("mine: %d vectors loaded from embeddings/%s", len(key_list), cache.name)
@@ -151,7 +158,10 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
         query_tables.append(table)
         tasks[plan.task] = TaskInfo(task_type=plan.task_type, strategy=plan.selection.strategy, depth=depth,
                                     queries=task_rows[plan.task].num_rows, skipped=skipped)
-    result = SearchResult(plans=plans, pools=pools, queries=pa.concat_tables(query_tables), tasks=tasks,
+    queries = pa.concat_tables(query_tables)
+    queries = queries.set_column(queries.schema.get_field_index("query_row"), "query_row",
+                                 pa.array(np.arange(queries.num_rows, dtype=np.int64)))
+    result = SearchResult(plans=plans, pools=pools, queries=queries, tasks=tasks,
                           inputs=inputs, teacher=teacher, embed_stats=embed_stats, cache_name=cache.name,
                           previous=previous, carried=carried if previous else {})
     if previous:
@@ -190,7 +200,7 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
         same_text[key].update(pos)
     # The candidate columns go to Arrow straight from FAISS's arrays (below): as Python lists
     # they cost an object per candidate, most of the driver's memory at 100k queries.
-    out: dict[str, list] = {name: [] for name in QUERY_SCHEMA.names if name not in CANDIDATE_COLUMNS}
+    out: dict[str, list] = {name: [] for name in QUERY_SCHEMA.names if name not in CANDIDATE_COLUMNS + ("query_row",)}
     skipped: dict[str, int] = defaultdict(int)
     todo = [i for i in range(len(ids)) if positions[i] and mask[i]]
     carried = [ids[i] for i in range(len(ids)) if positions[i] and not mask[i]]
@@ -215,7 +225,8 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
     # Rows were appended in ``todo`` order, which is the order of FAISS's result rows.
     width = cands.shape[1] if todo else depth
     columns = {"cand_positions": list_column(cands if todo else np.empty((0, width), np.int64), pa.int64()),
-               "cand_scores": list_column(scores if todo else np.empty((0, width), np.float32), pa.float32())}
+               "cand_scores": list_column(scores if todo else np.empty((0, width), np.float32), pa.float32()),
+               "query_row": pa.array(np.arange(len(todo), dtype=np.int64))}  # numbered again once tasks are joined
     return (pa.table([pa.array(out[f.name], f.type) if f.name in out else columns[f.name] for f in QUERY_SCHEMA],
                      schema=QUERY_SCHEMA), dict(skipped), carried)
 

@@ -8,6 +8,7 @@ and carries ``report.json`` and ``scores.png``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict, dataclass
 
@@ -23,7 +24,7 @@ from pipelines.mine_drift import DriftResult, flagged, previous_run, write_drift
 from pipelines.mine_reuse import KIND as SEARCHED
 from pipelines.mine_reuse import SEARCHED_SCHEMA, carried_rows, version_key
 from pipelines.mine_search import SearchResult
-from pipelines.mine_select import NEGATIVE, NEGATIVE_SCHEMA, QUERY, REJECTED, REJECTION_SCHEMA
+from pipelines.mine_select import NEGATIVE, NEGATIVE_SCHEMA, QUERY, REJECTED, REJECTION_SCHEMA, SelectedTexts
 from pipelines.ray_io import block_sizes, write_blocks_ordered
 from storage import Catalog, InputError, Manifest
 
@@ -57,14 +58,14 @@ class MineResult:
 
 
 def split_selected(block: pa.Table, kind: str) -> pa.Table:
-    """The rows of one kind, in the columns of their dataset (queries: the report's columns)."""
+    """The rows of one kind, in the columns of their dataset but with the texts still named
+    by position (``SelectedTexts.join`` puts them in); query rows: the report's columns."""
     rows = block.filter(pc.equal(block.column("row_kind"), kind)).drop_columns(["row_kind"])
     if kind == NEGATIVE:
-        return rows.drop_columns(["reason"]).cast(NEGATIVE_SCHEMA)
+        return rows.drop_columns(["reason"])
     if kind == QUERY:
         return rows.select(REPORT_COLUMNS[QUERY])
-    rows = rows.rename_columns([n.replace("neg_", "cand_") for n in rows.column_names])
-    return rows.select(REJECTION_SCHEMA.names).cast(REJECTION_SCHEMA)
+    return rows.rename_columns([n.replace("neg_", "cand_") for n in rows.column_names])
 
 
 def _columns(block: pa.Table, names: list[str]) -> pa.Table:
@@ -76,6 +77,7 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
 
     split, columns = ray.remote(split_selected), ray.remote(_columns)
     parts = {kind: [split.remote(b, kind) for b in blocks] for kind in (NEGATIVE, REJECTED, QUERY)}
+    texts = SelectedTexts.of(searched).put()
     carried_searches = _carry_over(catalog, searched, parts)
     # Query rows come out of the split in the report's columns already; the others are cut down.
     report_parts = {kind: pa.concat_tables(ray.get(refs if kind == QUERY else
@@ -97,7 +99,7 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
               "searched_queries": searched.queries.num_rows} if searched.previous else None)
     with catalog.writer("rejections", name) as writer:
         write_blocks_ordered(parts[REJECTED], block_sizes(parts[REJECTED]), writer.staging_dir, writer.filesystem,
-                             rows_per_file=1_000_000, schema=REJECTION_SCHEMA)
+                             rows_per_file=1_000_000, prepare=functools.partial(texts.join, schema=REJECTION_SCHEMA))
         rejections_m = writer.commit(config=config, inputs=searched.inputs, allow_empty=True,
                                      stats={"rejected_by_task": {t: r.rejected for t, r in report.items()}})
     searched_m = catalog.write_table(SEARCHED, name, searched_table(searched, report_parts[QUERY], carried_searches),
@@ -105,7 +107,7 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
     config[version_key(SEARCHED)] = searched_m.version
     with catalog.writer("negatives", name) as writer:
         write_blocks_ordered(parts[NEGATIVE], block_sizes(parts[NEGATIVE]), writer.staging_dir, writer.filesystem,
-                             rows_per_file=1_000_000, schema=NEGATIVE_SCHEMA)
+                             rows_per_file=1_000_000, prepare=functools.partial(texts.join, schema=NEGATIVE_SCHEMA))
         writer.attach("report.json", to_json(report))
         writer.attach("scores.png", plot_scores({t: scores.get(t, TaskScores.empty()) for t in report},
                                                 cfg.selection.strategy, cfg.selection.effective_margin))
@@ -138,8 +140,10 @@ def _carry_over(catalog: Catalog, searched: SearchResult, parts: dict[str, list]
         return None
     prev = searched.previous
     ids = [e for ids in searched.carried.values() for e in ids]
-    negatives = carried_rows(catalog, prev, "negatives", ids).cast(NEGATIVE_SCHEMA)
-    rejections = carried_rows(catalog, prev, "rejections", ids)
+    pool_ids = {name: pool.table.column("id") for name, pool in searched.pools.items()}
+    texts = searched.pool_texts()
+    negatives = carried_rows(catalog, prev, "negatives", ids, pool_ids, texts).cast(NEGATIVE_SCHEMA)
+    rejections = carried_rows(catalog, prev, "rejections", ids, pool_ids, texts)
     records = carried_rows(catalog, prev, SEARCHED, ids)
     parts[NEGATIVE].append(ray.put(negatives))
     parts[REJECTED].append(ray.put(rejections.cast(REJECTION_SCHEMA)))

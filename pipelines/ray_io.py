@@ -11,12 +11,16 @@ file whose name carries its position.
 from __future__ import annotations
 
 import posixpath
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def _write_group(path: str, filesystem, schema: pa.Schema | None, *blocks: pa.Table) -> int:
+def _write_group(path: str, filesystem, schema: pa.Schema | None, prepare: Callable[[pa.Table], pa.Table] | None,
+                 *blocks: pa.Table) -> int:
+    if prepare is not None:
+        blocks = tuple(prepare(b) for b in blocks)
     tables = [b for b in blocks if b.num_rows]
     table = pa.concat_tables(tables) if tables else blocks[0]
     if schema is not None:
@@ -26,8 +30,12 @@ def _write_group(path: str, filesystem, schema: pa.Schema | None, *blocks: pa.Ta
 
 
 def write_blocks_ordered(block_refs: list, sizes: list[int], staging_dir: str, filesystem,
-                         rows_per_file: int = 100_000, schema: pa.Schema | None = None) -> int:
-    """Write ``block_refs`` (in order) as ``part-NNNNN.parquet`` files; returns rows written."""
+                         rows_per_file: int = 100_000, schema: pa.Schema | None = None,
+                         prepare: Callable[[pa.Table], pa.Table] | None = None) -> int:
+    """Write ``block_refs`` (in order) as ``part-NNNNN.parquet`` files; returns rows written.
+
+    ``prepare``: applied to each block in the write task, before ``schema``'s cast (it must
+    keep the row count: ``sizes`` plan the files)."""
     import ray
 
     groups: list[list[int]] = []
@@ -42,7 +50,7 @@ def write_blocks_ordered(block_refs: list, sizes: list[int], staging_dir: str, f
     if current:
         groups.append(current)
     write = ray.remote(_write_group)
-    futures = [write.remote(posixpath.join(staging_dir, f"part-{g:05d}.parquet"), filesystem, schema,
+    futures = [write.remote(posixpath.join(staging_dir, f"part-{g:05d}.parquet"), filesystem, schema, prepare,
                             *[block_refs[i] for i in group]) for g, group in enumerate(groups)]
     return sum(ray.get(futures))
 

@@ -19,6 +19,8 @@ import time
 log = logging.getLogger("quarry")
 
 LOOPBACK_IP = "127.0.0.1"
+# The GCS address of the private local Ray this process started, if it started one.
+_private_gcs: str | None = None
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -74,6 +76,16 @@ def start_local_ray(num_cpus: int, temp_dir: str, *, log_to_driver: bool) -> Non
         ray.shutdown()
         raise RuntimeError(f"the local Ray took the node address {node_ip}, not loopback; "
                            "refusing to run with listeners beyond this machine")
+    global _private_gcs
+    _private_gcs = ray.get_runtime_context().gcs_address
+
+
+def on_private_local_ray() -> bool:
+    """True when the Ray this process uses is the private local one it started (not a
+    cluster joined through RAY_ADDRESS, as a submitted job or ``ray.init(address=...)``)."""
+    import ray
+
+    return ray.is_initialized() and _private_gcs is not None and ray.get_runtime_context().gcs_address == _private_gcs
 
 
 def _drop_token_auth_enabled_notice(record: logging.LogRecord) -> bool:

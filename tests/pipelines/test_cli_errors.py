@@ -122,3 +122,14 @@ def test_an_input_error_wrapped_by_ray_is_shown_as_itself():
     assert isinstance(wrapped, InputError) and not str(wrapped).startswith(str(error))  # Ray's header instead
     assert cli.root_cause(wrapped) is error
     assert cli.root_cause(RuntimeError("outer")).args == ("outer",)
+
+
+def test_encode_in_is_checked_where_the_configs_are_built():
+    from pipelines.evaluate import EvalConfig
+    from pipelines.mine_config import MineConfig
+    from storage import InputError
+
+    for build in (lambda: MineConfig(encode_in="gpu"), lambda: EvalConfig(models=["m"], encode_in="gpu")):
+        with pytest.raises(InputError, match="--encode-in must be one of auto, driver, actors, got 'gpu'"):
+            build()
+    assert MineConfig(encode_in="actors").encode_in == EvalConfig(models=["m"], encode_in="actors").encode_in

@@ -31,7 +31,9 @@ def setup(tmp_path_factory):
              str(base / "docs.jsonl"), "--columns", SMALL_COLUMNS]
     assert main(build) == 0
     assert main(["--root", root, "build", "tasks", "--spec", str(base / "spec.yaml")]) == 0
-    assert main(["--root", root, "mine", "--examples", "small", "--depth", "40"]) == 0
+    # The actor pool, as on a cluster (the private local Ray encodes in the driver by
+    # default: test_on_the_private_local_ray_the_driver_encodes_with_the_pools_vectors).
+    assert main(["--root", root, "mine", "--examples", "small", "--depth", "40", "--encode-in", "actors"]) == 0
     return {"root": root, "base": base, "build": build, "corpus": corpus}
 
 
@@ -112,7 +114,12 @@ def test_ray_selection_equals_the_same_function_in_process(setup):
     select = SelectNegatives({n: p.table for n, p in searched.pools.items()}, searched.plans, searched.teacher.label,
                              "run-x")
     in_process = select(searched.queries)
-    assert on_ray.num_rows > 0 and on_ray.equals(in_process)
+    # Each chunk lists its negatives, then rejections, then query rows: compare kind by kind.
+    from pipelines.mine_write import split_selected
+
+    assert on_ray.num_rows == in_process.num_rows > 0
+    for kind in ("negative", "rejected", "query"):
+        assert split_selected(on_ray, kind).equals(split_selected(in_process, kind)), kind
 
 
 def test_ray_embedding_stage_equals_plain_in_process_encoding(setup):
@@ -209,7 +216,7 @@ def test_a_dead_encoder_actor_is_restarted_and_the_cache_is_byte_identical(setup
     for name, ref in (("calm", teacher), ("killed", _DiesOnce(teacher, marker))):
         catalog = Catalog(str(tmp_path / name))
         cache = EmbeddingCache(catalog, teacher.cache_name, dim=None, config={})
-        stats = embed_missing(texts, cache, ref, batch_size=8)
+        stats = embed_missing(texts, cache, ref, batch_size=8, encode_in="actors")
         assert stats.embedded == len(texts)
         hashes.append(catalog.manifest("embeddings", teacher.cache_name).content_hash)
     assert os.path.exists(marker)  # the actor did die mid-stage
@@ -225,8 +232,33 @@ def test_the_encoder_actors_have_exited_when_the_embedding_stage_returns(tmp_pat
 
     teacher = resolve_teacher(TeacherSpec(precision="fp32"))
     cache = EmbeddingCache(Catalog(str(tmp_path / "root")), teacher.cache_name, dim=None, config={})
-    assert embed_missing({text_key(t): t for t in ("a cat", "a dog")}, cache, teacher, 64).embedded == 2
+    texts = {text_key(t): t for t in ("a cat", "a dog")}
+    assert embed_missing(texts, cache, teacher, 64, encode_in="actors").embedded == 2
     assert wait_for_local_exit(ENCODER_TITLE, timeout_s=0)
+
+
+def test_on_the_private_local_ray_the_driver_encodes_with_the_pools_vectors(tmp_path, caplog):
+    """On the private local Ray this process started, auto encodes in the driver, not on the actor
+    pool; the cache gets the same keys and (fp32) the same vectors either way."""
+    import logging
+
+    from miners.teacher import text_key
+    from pipelines.ray_runtime import on_private_local_ray
+
+    assert on_private_local_ray()  # the module's Ray, started by start_local_ray
+
+    teacher = resolve_teacher(TeacherSpec(precision="fp32"))
+    texts = {text_key(t): t for t in ("a cat sat", "a dog ran", "the stock market fell sharply today")}
+    loaded = []
+    for name, encode_in in (("pool", "actors"), ("driver", "auto")):
+        cache = EmbeddingCache(Catalog(str(tmp_path / name)), teacher.cache_name, dim=None, config={})
+        with caplog.at_level(logging.INFO, logger="quarry"):
+            caplog.clear()
+            assert embed_missing(texts, cache, teacher, 64, encode_in=encode_in).embedded == 3
+        assert ("texts in the driver" in caplog.text) == (name == "driver"), caplog.text
+        loaded.append(cache.load(list(texts)))
+        assert cache.latest().num_rows == 3 and cache.dim == loaded[-1].shape[1]
+    np.testing.assert_allclose(loaded[0], loaded[1], atol=1e-6)
 
 
 def test_waiting_for_a_local_process_by_its_title(tmp_path):

@@ -9,7 +9,9 @@ import pytest
 from miners.select import IS_POSITIVE, SelectionConfig
 from pipelines.mine_config import TaskPlan
 from pipelines.mine_search import QUERY_SCHEMA
-from pipelines.mine_select import NEGATIVE, NEGATIVE_SCHEMA, QUERY, REJECTED, REJECTION_SCHEMA, SelectNegatives
+from pipelines.mine_select import (NEGATIVE, NEGATIVE_SCHEMA, QUERY, REJECTED, REJECTION_SCHEMA, SELECTED_SCHEMA,
+                                   SelectedTexts, SelectNegatives)
+from pipelines.mine_texts import PoolTexts
 from pipelines.mine_write import split_selected
 
 POOL = pa.table({"id": [f"d{i}" for i in range(6)], "text": [f"text {i}" for i in range(6)],
@@ -21,7 +23,7 @@ def _queries():
             "query": ["q one", "q two"], "label": [None, None], "positive_positions": [[0], [5]],
             "positive_scores": [[0.9], [0.3]], "self_position": [None, None],
             "cand_positions": [[0, 1, 2, 3], [5, 4]], "cand_scores": [[0.9, 0.86, 0.8, 0.5], [0.3, 0.29]],
-            "cross_positions": [[], []], "kth_score": [0.1, 0.2]}
+            "cross_positions": [[], []], "kth_score": [0.1, 0.2], "query_row": [0, 1]}
     return pa.Table.from_pydict(rows, schema=QUERY_SCHEMA)
 
 
@@ -31,15 +33,20 @@ def test_selection_rows_of_three_kinds():
     assert Counter(zip(out.column("example_id").to_pylist(), out.column("row_kind").to_pylist())) == {
         ("t:q1", NEGATIVE): 2, ("t:q1", REJECTED): 2, ("t:q1", QUERY): 1,
         ("t:q2", REJECTED): 2, ("t:q2", QUERY): 1}
+    texts = SelectedTexts(queries=_queries().column("query"),
+                          pools=PoolTexts({"corpus": POOL.column("text")}, {"t": "corpus"}))
     queries = split_selected(out, QUERY).to_pylist()
     assert queries[0] == {"task": "t", "example_id": "t:q1", "positive_score": pytest.approx(0.9),
                           "threshold": pytest.approx(0.855)}  # computed once, by select_for_query
-    negatives = split_selected(out, NEGATIVE)
+    negatives = texts.join(split_selected(out, NEGATIVE), NEGATIVE_SCHEMA)
     assert negatives.schema == NEGATIVE_SCHEMA
+    assert negatives.column("neg_text").to_pylist() == ["text 2", "text 3"]
+    assert set(negatives.column("query").to_pylist()) == {"q one"}
     assert negatives.column("neg_id").to_pylist() == ["d2", "d3"] and set(negatives.column("run_id").to_pylist()) == {
         "run-1"}
-    rejected = split_selected(out, REJECTED)
+    rejected = texts.join(split_selected(out, REJECTED), REJECTION_SCHEMA)
     assert rejected.schema == REJECTION_SCHEMA
+    assert rejected.column("cand_text").to_pylist() == ["text 0", "text 1", "text 5", "text 4"]
     assert rejected.column("reason").to_pylist() == [IS_POSITIVE, "above_threshold", IS_POSITIVE, "above_threshold"]
 
 
@@ -68,3 +75,88 @@ def test_candidate_list_columns_equal_the_python_list_reference():
             assert column.combine_chunks().equals(reference)
     empty = list_column(np.empty((0, 5), np.int64), pa.int64())
     assert len(empty) == 0 and empty.type == pa.list_(pa.int64())
+
+
+def _reference_rows(batch: pa.Table, pools: dict, plans: dict) -> list[dict]:
+    """The stage's rows built the plain way: ``select_for_query`` per query, a dict per row."""
+    from miners.select import QueryFacts, select_for_query
+
+    out = []
+    for row in batch.to_pylist():
+        plan = plans[row["task"]]
+        pool = pools[plan.pool].to_pydict()
+        facts = QueryFacts(example_id=row["example_id"], positive_positions=row["positive_positions"],
+                           positive_scores=row["positive_scores"], self_position=row["self_position"],
+                           label=row["label"], cross_positive_positions=frozenset(row["cross_positions"]))
+        sel = select_for_query(np.asarray(row["cand_positions"]), np.asarray(row["cand_scores"], np.float32), facts,
+                               pool["hash"], pool["label"] if plan.filters_same_class else None, plan.selection)
+        anchor = int(np.argmin(facts.positive_scores))
+        base = {"task": plan.task, "task_type": plan.task_type, "example_id": row["example_id"], "query": row["query"],
+                "positive_id": pool["id"][facts.positive_positions[anchor]],
+                "positive_score": facts.positive_scores[anchor], "label": row["label"],
+                "strategy": plan.selection.strategy,
+                "threshold": sel.threshold if np.isfinite(sel.threshold) else None, "teacher": "t#1", "run_id": "r"}
+        for kind, cands in ((NEGATIVE, [(p, s, r, None) for p, s, r in sel.chosen]), (REJECTED, sel.rejected),
+                            (QUERY, [(None, None, None, None)])):
+            for p, s, r, why in cands:
+                named = p is not None
+                out.append({**base, "row_kind": kind, "neg_id": pool["id"][p] if named else None,
+                            "neg_text": pool["text"][p] if named else None, "neg_score": s, "neg_rank": r,
+                            "neg_label": pool["label"][p] if named else None, "reason": why})
+    return out
+
+
+def test_stage_rows_equal_the_per_query_reference():
+    """Two tasks in one batch (retrieval on a corpus, classification on its own examples,
+    one sampling at random), candidate lists of uneven length: the vectorised stage writes
+    the same rows as select_for_query row by row, kind by kind, in the same order."""
+    rng = np.random.default_rng(7)
+    n_docs, n_cls = 40, 30
+    corpus = pa.table({"id": [f"d{i}" for i in range(n_docs)], "text": [f"doc {i}" for i in range(n_docs)],
+                       "hash": [f"h{rng.integers(0, 25)}" for _ in range(n_docs)],
+                       "label": pa.nulls(n_docs, pa.string())})
+    cls_labels = [["x", "y", "z"][rng.integers(0, 3)] for _ in range(n_cls)]
+    examples = pa.table({"id": [f"c:{i}" for i in range(n_cls)], "text": [f"ex {i}" for i in range(n_cls)],
+                         "hash": [f"e{i}" for i in range(n_cls)], "label": cls_labels})
+    rows = []
+    for task, size, labelled in (("ret", n_docs, False), ("cls", n_cls, True)):
+        for q in range(25):
+            depth = int(rng.integers(5, 12))
+            cands = rng.permutation(size)[:depth]
+            positives = [int(x) for x in rng.choice(size, size=int(rng.integers(1, 3)), replace=False)]
+            rows.append({"task": task, "task_type": "classification" if labelled else "retrieval",
+                         "example_id": f"c:{q}" if labelled else f"ret:{q}", "query": f"query {q}",
+                         "label": cls_labels[q] if labelled else None, "positive_positions": positives,
+                         "positive_scores": np.round(rng.uniform(0.3, 1, len(positives)), 2).tolist(),
+                         "self_position": q if labelled else None, "cand_positions": cands.tolist(),
+                         "cand_scores": np.sort(np.round(rng.uniform(0, 1, depth), 2))[::-1].tolist(),
+                         "cross_positions": sorted({int(rng.integers(0, size))} - set(positives)),
+                         "kth_score": 0.0, "query_row": len(rows)})
+    batch = pa.Table.from_pylist(rows, schema=QUERY_SCHEMA)
+    plans = {"ret": TaskPlan("ret", "retrieval", "corpus", SelectionConfig(num_negatives=3)),
+             "cls": TaskPlan("cls", "classification", "cls",
+                             SelectionConfig(strategy="topk_margin_pos", num_negatives=4, sampling="random"))}
+    assert plans["cls"].filters_same_class and not plans["ret"].filters_same_class
+    pools = {"corpus": corpus, "cls": examples}
+    out = SelectNegatives(pools, plans, "t#1", "r")(batch)
+    assert out.schema == SELECTED_SCHEMA
+    texts = SelectedTexts(queries=batch.column("query"),
+                          pools=PoolTexts({n: t.column("text") for n, t in pools.items()},
+                                          {t: p.pool for t, p in plans.items()}))
+    reference = _reference_rows(batch, pools, plans)
+    for kind, schema in ((NEGATIVE, NEGATIVE_SCHEMA), (REJECTED, REJECTION_SCHEMA)):
+        got = texts.join(split_selected(out, kind), schema)
+        want = pa.Table.from_pylist([_as_dataset_row(r, kind) for r in reference if r["row_kind"] == kind])
+        assert got.to_pylist() == want.select(schema.names).cast(schema).to_pylist(), kind
+    queries = split_selected(out, QUERY).to_pylist()
+    assert queries == [{"task": r["task"], "example_id": r["example_id"], "positive_score": r["positive_score"],
+                        "threshold": r["threshold"]} for r in reference if r["row_kind"] == QUERY]
+    assert Counter(out.column("row_kind").to_pylist()) == Counter(r["row_kind"] for r in reference)
+    assert {r["reason"] for r in reference if r["row_kind"] == REJECTED} >= {IS_POSITIVE, "same_class",
+                                                                              "above_threshold"}
+
+
+def _as_dataset_row(row: dict, kind: str) -> dict:
+    """A reference row in its dataset's column names (rejections call the candidate cand_)."""
+    row = {k: v for k, v in row.items() if k != "row_kind" and (kind == REJECTED or k != "reason")}
+    return {k.replace("neg_", "cand_") if kind == REJECTED else k: v for k, v in row.items()}
