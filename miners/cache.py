@@ -78,15 +78,15 @@ class EmbeddingCache:
         m = self.latest()
         if m is None:
             raise CatalogError(f"embedding cache {KIND}/{self.name} is empty")
-        wanted = pa.array(sorted(set(keys)), pa.string())
-        table = self.catalog.arrow_dataset(KIND, self.name, m.version).to_table(filter=pc.field("key").isin(wanted))
-        position = {k: i for i, k in enumerate(table.column("key").to_pylist())}
-        missing = [k for k in keys if k not in position]
-        if missing:
-            raise CatalogError(f"embedding cache {KIND}/{self.name} lacks {len(missing)} of the requested keys")
+        wanted = pa.array(keys, pa.string())
+        table = self.catalog.arrow_dataset(KIND, self.name, m.version).to_table(
+            filter=pc.field("key").isin(pc.unique(wanted)))
+        # Row of each wanted key, found in Arrow rather than through a Python dict of every key.
+        at = pc.index_in(wanted, value_set=table.column("key"))
+        if at.null_count:
+            raise CatalogError(f"embedding cache {KIND}/{self.name} lacks {at.null_count} of the requested keys")
         matrix = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        matrix = matrix.reshape(table.num_rows, self.dim)
-        return matrix[[position[k] for k in keys]]
+        return matrix.reshape(table.num_rows, self.dim)[at.to_numpy()]
 
     def append(self, staging_write, stats: dict) -> tuple[Manifest, bool]:
         """Commit a new version: the previous files plus what ``staging_write(writer)`` stages.

@@ -135,6 +135,9 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     inputs.append(cache.input_ref())
 
     q_vectors = {task: vectors[[row_of[text_key(q)] for q in query_strings[task]]] for task in plans}
+    # Every row is now in a pool's or a task's copy: at 1M passages and 1M queries (384
+    # dimensions) the loaded matrix was another 3 GB held through the search.
+    del vectors
     depths = {task: min(cfg.depth, len(pools[plan.pool].position)) for task, plan in plans.items()}
     previous = load_previous(cfg, teacher, catalog)
     masks = search_masks(previous, cfg, catalog, cache, plans, pools, task_rows, q_vectors, query_strings,
