@@ -88,8 +88,8 @@ class BatchSelection:
 
 
 def _in_own_list(candidates: np.ndarray, lists: Ragged) -> np.ndarray:
-    """(Q, K) bool: ``candidates[q, k]`` is in the q-th list. Values are >= 0; a negative
-    candidate (padding) is never found."""
+    """(Q, K) bool: ``candidates[q, k]`` is in the q-th list. Values are >= 0; a candidate
+    of -1 (padding) is never found."""
     found = np.zeros(candidates.shape, dtype=bool)
     if lists.values.size == 0 or candidates.size == 0:
         return found
@@ -97,7 +97,7 @@ def _in_own_list(candidates: np.ndarray, lists: Ragged) -> np.ndarray:
     width = int(max(candidates.max(), lists.values.max())) + 2
     rows = np.arange(candidates.shape[0], dtype=np.int64)[:, None]
     wanted = lists.row_of_each_value() * width + lists.values + 1
-    return np.isin(rows * width + np.maximum(candidates, -1) + 1, wanted)
+    return np.isin(rows * width + candidates + 1, wanted)
 
 
 def _row_minima(lists: Ragged) -> tuple[np.ndarray, np.ndarray]:
@@ -156,5 +156,5 @@ def select_batch(batch: CandidateBatch, pool: PoolCodes, cfg: SelectionConfig) -
                                                                       replace=False)
             chosen[q] = False
             chosen[q, window[picks]] = True
-    short = chosen.sum(axis=1) < n if n_queries else np.zeros(0, dtype=bool)
+    short = chosen.sum(axis=1) < n
     return BatchSelection(reasons=reasons, chosen=chosen, thresholds=thresholds, short=short, anchors=anchors)

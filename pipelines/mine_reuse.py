@@ -195,7 +195,7 @@ CANDIDATE_TEXT = {"negatives": ("neg_id", "neg_text"), "rejections": ("cand_id",
 
 
 def carried_rows(catalog: Catalog, previous: Previous, kind: str, example_ids: list[str],
-                 pool_ids: Mapping[str, pa.ChunkedArray] | None = None, texts: PoolTexts | None = None) -> pa.Table:
+                 pool_ids: Mapping[str, pa.ChunkedArray], texts: PoolTexts) -> pa.Table:
     """The previous run's rows of ``kind`` (negatives, rejections, searched) of these queries.
 
     The candidates' texts are not read back: a query is carried only when the change

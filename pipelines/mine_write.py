@@ -144,7 +144,7 @@ def _carry_over(catalog: Catalog, searched: SearchResult, parts: dict[str, list]
     texts = searched.pool_texts()
     negatives = carried_rows(catalog, prev, "negatives", ids, pool_ids, texts).cast(NEGATIVE_SCHEMA)
     rejections = carried_rows(catalog, prev, "rejections", ids, pool_ids, texts)
-    records = carried_rows(catalog, prev, SEARCHED, ids)
+    records = carried_rows(catalog, prev, SEARCHED, ids, pool_ids, texts)
     parts[NEGATIVE].append(ray.put(negatives))
     parts[REJECTED].append(ray.put(rejections.cast(REJECTION_SCHEMA)))
     parts[QUERY].append(ray.put(records.select(REPORT_COLUMNS[QUERY])))
