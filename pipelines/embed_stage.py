@@ -17,7 +17,7 @@ everywhere else: a cluster joined through ``RAY_ADDRESS`` (a submitted job inclu
 while an autoscaling cluster is only its head), several GPUs, ``--encoders 2``. Measured on 2 cores with the packaged teacher at bf16
 (docs/benchmarks.md): a cold mine of the vital desc2article task took 121.7 s with the
 driver encoding, 138.6 s with the pool; a 5% re-mine's 683 texts took 13.0 s through the
-pool plus 1.5 s for its actor to exit, about 10 s in the driver. What the pool alone
+pool plus 1.5 s for its actor to exit, 10.1-12.2 s in the driver. What the pool alone
 gives, a dead actor restarted and the teacher's memory leaving with it, matters on a
 cluster.
 """
