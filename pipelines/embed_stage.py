@@ -14,8 +14,8 @@ in this process, with the same batching; ``auto`` (the default) picks the driver
 encoder would run on the private local Ray this process started (``ensure_ray`` without
 ``RAY_ADDRESS``), where the pool adds its fixed cost and parallelises nothing, and the pool
 everywhere else: a cluster joined through ``RAY_ADDRESS`` (a submitted job included, even
-while an autoscaling cluster is only its head), several GPUs, ``--encoders 2``. Measured on 2 cores with the packaged teacher at bf16
-(docs/benchmarks.md): a cold mine of the vital desc2article task took 121.7 s with the
+while an autoscaling cluster is only its head), several GPUs, ``--encoders 2``. Measured on
+2 cores with the packaged teacher at bf16 (docs/benchmarks.md): a cold mine of the vital desc2article task took 121.7 s with the
 driver encoding, 138.6 s with the pool; a 5% re-mine's 683 texts took 13.0 s through the
 pool plus 1.5 s for its actor to exit, 10.1-12.2 s in the driver. What the pool alone
 gives, a dead actor restarted and the teacher's memory leaving with it, matters on a

@@ -104,17 +104,15 @@ class SelectNegatives:
     """Query rows (``mine_search.QUERY_SCHEMA``) -> ``SELECTED_SCHEMA`` rows; called in a
     Ray task per chunk of queries (``select_on_ray``), or in process.
 
-    ``pools``: pool name -> table (id, hash, label; text is not read), or an ObjectRef of one. Each run
-    of one task's rows in a batch goes through ``miners.select_batch.select_batch`` at once;
+    ``pools``: pool name -> table (id, hash, label; text is not read). Each run of one
+    task's rows in a batch goes through ``miners.select_batch.select_batch`` at once;
     the output holds that run's negatives, then its rejections, then its query rows, each
     in query order and then teacher rank order.
     """
 
-    def __init__(self, pools: dict, plans: dict[str, TaskPlan], teacher: str, run_id: str):
-        import ray
-
-        self.pools = {name: _PoolColumns.of(ray.get(t) if isinstance(t, ray.ObjectRef) else t)
-                      for name, t in pools.items()}
+    def __init__(self, pools: dict[str, pa.Table], plans: dict[str, TaskPlan], teacher: str, run_id: str):
+        # Built once, in the driver: select_on_ray puts the whole selector in the object store.
+        self.pools = {name: _PoolColumns.of(table) for name, table in pools.items()}
         self.plans, self.teacher, self.run_id = plans, teacher, run_id
 
     def __call__(self, batch: pa.Table) -> pa.Table:
