@@ -15,17 +15,23 @@ Per task, the report adds the shift of the positive and negative score distribut
 candidate rejected as a positive's duplicate, a same-text query's positive, or above the
 positive-aware threshold), and the previous negatives that are gone because their document
 was deleted or its text changed.
+
+Every count is taken with Arrow joins and group-bys, not Python loops over rows: a re-mine
+pays for the report on every query, carried or searched (tens of thousands of queries and
+hundreds of thousands of negatives on the embedded set). ``tests/miners/test_drift.py``
+holds a row-by-row reference and checks the two agree on random runs.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from miners.report import png_bytes
+from miners.report import column_by_task, png_bytes
 from miners.select import ABOVE_THRESHOLD, DUPLICATE_OF_POSITIVE, OTHER_QUERY_POSITIVE
 from storage import format_table
 
@@ -34,6 +40,7 @@ CHANGES = (SAME, CHANGED, ADDED, REMOVED)
 # Rejection reasons that mark a candidate as a (likely) false negative.
 FALSE_NEGATIVE_REASONS = (DUPLICATE_OF_POSITIVE, OTHER_QUERY_POSITIVE, ABOVE_THRESHOLD)
 QUANTILES = (0.1, 0.5, 0.9)
+QUERY_KEY = ["task", "example_id"]
 
 DRIFT_SCHEMA = pa.schema([
     ("task", pa.string()), ("example_id", pa.string()), ("change", pa.string()), ("jaccard", pa.float64()),
@@ -47,9 +54,9 @@ class MinedRun:
     """What drift needs of one mining run.
 
     ``queries``: task, example_id, positive_score (one row per mined query);
-    ``negatives``: task, example_id, neg_id, neg_score (and ``neg_hash``, the content hash of
-    the negative's text, for the previous run); ``flagged``: task, example_id, cand_id of
-    candidates rejected for a reason in ``FALSE_NEGATIVE_REASONS``.
+    ``negatives``: task, example_id, neg_id, neg_score (and ``neg_text`` for the previous
+    run, to tell a negative whose document changed from one that was deleted); ``flagged``:
+    task, example_id, cand_id of candidates rejected for a reason in ``FALSE_NEGATIVE_REASONS``.
     """
 
     version: str
@@ -72,43 +79,66 @@ class TaskDrift:
     lost_to_changed: int = 0  # ... because their document's text changed
 
 
-def _by_query(negatives: pa.Table) -> dict[tuple[str, str], set[str]]:
-    out: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for task, eid, nid in zip(*(negatives.column(c).to_pylist() for c in ("task", "example_id", "neg_id"))):
-        out[(task, eid)].add(nid)
-    return out
+def _key(table: pa.Table, columns: list[str]) -> pa.ChunkedArray:
+    """One string per row naming ``columns``' values (ids hold no control characters)."""
+    return pc.binary_join_element_wise(*(table.column(c) for c in columns), "\x1f")
 
 
-def _query_keys(queries: pa.Table) -> list[tuple[str, str]]:
-    return list(zip(queries.column("task").to_pylist(), queries.column("example_id").to_pylist()))
+def _set_sizes(pairs: pa.Table, name: str) -> pa.Table:
+    """task, example_id, ``name``: the number of distinct ids per query in ``pairs``."""
+    return pairs.group_by(QUERY_KEY, use_threads=False).aggregate([([], "count_all")]) \
+        .rename_columns([*QUERY_KEY, name])
+
+
+def _distinct_negatives(run: MinedRun) -> pa.Table:
+    return run.negatives.select([*QUERY_KEY, "neg_id"]).group_by([*QUERY_KEY, "neg_id"], use_threads=False) \
+        .aggregate([])
 
 
 def query_drift(previous: MinedRun, new: MinedRun) -> pa.Table:
-    """One row per query mined in either run (``DRIFT_SCHEMA``), new queries' order first."""
-    prev_sets, new_sets = _by_query(previous.negatives), _by_query(new.negatives)
-    prev_keys, new_keys = _query_keys(previous.queries), _query_keys(new.queries)
-    prev_known = set(prev_keys)
-    rows: dict[str, list] = {f.name: [] for f in DRIFT_SCHEMA}
+    """One row per query mined in either run (``DRIFT_SCHEMA``), new queries' order first,
+    then the removed ones in the previous run's order."""
+    before, now = _distinct_negatives(previous), _distinct_negatives(new)
+    shared = before.join(now, keys=[*QUERY_KEY, "neg_id"], join_type="inner", use_threads=False)
+    counts = (_set_sizes(before, "n_prev"), _set_sizes(now, "n_new"), _set_sizes(shared, "n_shared"))
 
-    def add(key, change, jaccard, n_prev, n_new):
-        for name, value in zip(DRIFT_SCHEMA.names, (*key, change, jaccard, n_prev, n_new, previous.version,
-                                                    new.version)):
-            rows[name].append(value)
+    def with_counts(queries: pa.Table) -> pa.Table:
+        """``queries``' keys in their order, with the three set sizes (0 where a query has none)."""
+        out = queries.select(QUERY_KEY).append_column("row", pa.array(np.arange(queries.num_rows)))
+        for table in counts:
+            out = out.join(table, keys=QUERY_KEY, join_type="left outer", use_threads=False)
+        out = out.sort_by("row")
+        return out.set_column(out.schema.get_field_index("n_prev"), "n_prev", pc.fill_null(out["n_prev"], 0)) \
+            .set_column(out.schema.get_field_index("n_new"), "n_new", pc.fill_null(out["n_new"], 0)) \
+            .set_column(out.schema.get_field_index("n_shared"), "n_shared", pc.fill_null(out["n_shared"], 0))
 
-    for key in new_keys:
-        now = new_sets.get(key, set())
-        if key not in prev_known:
-            add(key, ADDED, None, None, len(now))
-            continue
-        before = prev_sets.get(key, set())
-        union = before | now
-        jaccard = len(before & now) / len(union) if union else 1.0
-        add(key, SAME if before == now else CHANGED, jaccard, len(before), len(now))
-    new_known = set(new_keys)
-    for key in prev_keys:
-        if key not in new_known:
-            add(key, REMOVED, None, len(prev_sets.get(key, set())), None)
-    return pa.Table.from_pydict(rows, schema=DRIFT_SCHEMA)
+    was_mined = pc.is_in(_key(new.queries, QUERY_KEY), _key(previous.queries, QUERY_KEY))
+    kept = with_counts(new.queries)
+    n_prev, n_new, n_shared = (kept[c].to_numpy().astype(np.int64) for c in ("n_prev", "n_new", "n_shared"))
+    was = was_mined.to_numpy(zero_copy_only=False)
+    union = n_prev + n_new - n_shared
+    jaccard = np.divide(n_shared, union, out=np.ones(len(union)), where=union > 0)
+    identical = (n_shared == n_prev) & (n_shared == n_new)
+    change = np.where(~was, ADDED, np.where(identical, SAME, CHANGED))
+    rows = [pa.table({
+        "task": kept["task"], "example_id": kept["example_id"], "change": pa.array(change, pa.string()),
+        "jaccard": pa.array(jaccard, pa.float64(), mask=~was),
+        "previous_negatives": pa.array(n_prev, pa.int32(), mask=~was), "negatives": pa.array(n_new, pa.int32()),
+    })]
+    gone = previous.queries.filter(pc.invert(pc.is_in(_key(previous.queries, QUERY_KEY),
+                                                      _key(new.queries, QUERY_KEY))))
+    removed = with_counts(gone)
+    rows.append(pa.table({
+        "task": removed["task"], "example_id": removed["example_id"],
+        "change": pa.array([REMOVED] * removed.num_rows, pa.string()),
+        "jaccard": pa.nulls(removed.num_rows, pa.float64()),
+        "previous_negatives": removed["n_prev"].cast(pa.int32()), "negatives": pa.nulls(removed.num_rows, pa.int32()),
+    }))
+    head = pa.schema(list(DRIFT_SCHEMA)[:6])
+    out = pa.concat_tables([t.cast(head) for t in rows])
+    n = out.num_rows
+    return out.append_column("previous_version", pa.array([previous.version] * n, pa.string())) \
+        .append_column("version", pa.array([new.version] * n, pa.string())).cast(DRIFT_SCHEMA)
 
 
 def _quantiles(values: np.ndarray) -> list[float | None]:
@@ -117,50 +147,58 @@ def _quantiles(values: np.ndarray) -> list[float | None]:
     return [round(float(q), 4) for q in np.quantile(values, QUANTILES)]
 
 
-def _scores_by_task(table: pa.Table, column: str) -> dict[str, np.ndarray]:
-    out: dict[str, list] = defaultdict(list)
-    for task, score in zip(table.column("task").to_pylist(), table.column(column).to_pylist()):
-        if score is not None:
-            out[task].append(score)
-    return {t: np.asarray(v, dtype=np.float64) for t, v in out.items()}
+def _by_task(table: pa.Table, column: str) -> dict[str, np.ndarray]:
+    """Task -> the non-null values of ``column`` in its rows, in row order (tasks with none
+    left out)."""
+    return {t: v for t, v in column_by_task(table, column, drop_null=True).items() if len(v)}
 
 
 def task_drift(previous: MinedRun, new: MinedRun, rows: pa.Table,
-               pool_hashes: dict[str, dict[str, str]]) -> dict[str, TaskDrift]:
-    """Per task summary. ``pool_hashes``: task -> candidate id -> content hash of its text
-    in the pool the new run searched (a missing id was deleted)."""
-    out: dict[str, TaskDrift] = defaultdict(TaskDrift)
-    jaccards: dict[str, list[float]] = defaultdict(list)
-    in_both: set[tuple[str, str]] = set()
-    for task, eid, change, jaccard in zip(*(rows.column(c).to_pylist()
-                                            for c in ("task", "example_id", "change", "jaccard"))):
-        drift = out[task]
-        setattr(drift, change, getattr(drift, change) + 1)
-        if change == CHANGED:
-            jaccards[task].append(jaccard)
-        if change in (SAME, CHANGED):
-            in_both.add((task, eid))
-    for task, values in jaccards.items():
-        out[task].mean_jaccard_changed = round(float(np.mean(values)), 4)
+               pools: Mapping[str, pa.Table]) -> dict[str, TaskDrift]:
+    """Per task summary of ``rows`` (``query_drift``'s). ``pools``: task -> the candidate
+    pool (id, text) the new run searched; a previous negative's id missing there was
+    deleted, and one whose text differs from its ``neg_text`` was changed."""
+    out: dict[str, TaskDrift] = {}
+
+    def of(task: str) -> TaskDrift:
+        return out.setdefault(task, TaskDrift())
+
+    counts = rows.group_by(["task", "change"], use_threads=False).aggregate([([], "count_all")])
+    for task, change, n in zip(*(counts.column(c).to_pylist() for c in ("task", "change", "count_all"))):
+        setattr(of(task), change, n)
+    changed = rows.filter(pc.equal(rows.column("change"), CHANGED))
+    for task, values in _by_task(changed, "jaccard").items():
+        of(task).mean_jaccard_changed = round(float(np.mean(values)), 4)
     for label, run in (("before", previous), ("after", new)):
-        for task, scores in _scores_by_task(run.queries, "positive_score").items():
-            out[task].positive_quantiles[label] = _quantiles(scores)
-        for task, scores in _scores_by_task(run.negatives, "neg_score").items():
-            out[task].negative_quantiles[label] = _quantiles(scores)
-    before_flagged = set(zip(*(previous.flagged.column(c).to_pylist() for c in ("task", "example_id", "cand_id"))))
-    for task, eid, cid in zip(*(new.flagged.column(c).to_pylist() for c in ("task", "example_id", "cand_id"))):
-        if (task, eid) in in_both and (task, eid, cid) not in before_flagged:
-            out[task].new_false_negatives += 1
-    now_sets = _by_query(new.negatives)
-    columns = ("task", "example_id", "neg_id", "neg_hash")
-    for task, eid, nid, old_hash in zip(*(previous.negatives.column(c).to_pylist() for c in columns)):
-        if (task, eid) not in in_both or nid in now_sets.get((task, eid), ()):
+        for task, scores in _by_task(run.queries, "positive_score").items():
+            of(task).positive_quantiles[label] = _quantiles(scores)
+        for task, scores in _by_task(run.negatives, "neg_score").items():
+            of(task).negative_quantiles[label] = _quantiles(scores)
+
+    in_both = _key(rows.filter(pc.is_in(rows.column("change"), pa.array([SAME, CHANGED]))), QUERY_KEY)
+    flagged_now = new.flagged.filter(pc.is_in(_key(new.flagged, QUERY_KEY), in_both))
+    fresh = flagged_now.filter(pc.invert(pc.is_in(_key(flagged_now, [*QUERY_KEY, "cand_id"]),
+                                                  _key(previous.flagged, [*QUERY_KEY, "cand_id"]))))
+    counted = pc.value_counts(fresh.column("task"))
+    for task, n in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()):
+        of(task).new_false_negatives = n
+
+    # Previous negatives of queries mined both times that the new set lacks, and why.
+    earlier = previous.negatives.filter(pc.is_in(_key(previous.negatives, QUERY_KEY), in_both))
+    lost = earlier.filter(pc.invert(pc.is_in(_key(earlier, [*QUERY_KEY, "neg_id"]),
+                                             _key(new.negatives, [*QUERY_KEY, "neg_id"]))))
+    for task in np.unique(lost.column("task").to_numpy(zero_copy_only=False)):
+        mine = lost.filter(pc.equal(lost.column("task"), task)).select(["neg_id", "neg_text"])
+        pool = pools.get(str(task))
+        if pool is None:
+            of(str(task)).lost_to_deleted += mine.num_rows
             continue
-        current = pool_hashes.get(task, {}).get(nid)
-        if current is None:
-            out[task].lost_to_deleted += 1
-        elif current != old_hash:
-            out[task].lost_to_changed += 1
+        now = mine.join(pool.select(["id", "text"]), keys="neg_id", right_keys="id", join_type="left outer",
+                        use_threads=False)
+        deleted = pc.is_null(now.column("text"))
+        edited = pc.and_kleene(pc.invert(deleted), pc.not_equal(now.column("text"), now.column("neg_text")))
+        of(str(task)).lost_to_deleted += pc.sum(deleted).as_py() or 0
+        of(str(task)).lost_to_changed += pc.sum(edited).as_py() or 0
     return dict(sorted(out.items()))
 
 
@@ -190,7 +228,8 @@ def format_drift(drift: dict[str, TaskDrift], previous_version: str, version: st
 
 def plot_drift(rows: pa.Table, previous: MinedRun, new: MinedRun) -> bytes:
     """PNG, one row per task: the Jaccard of queries mined both times, and the negative
-    scores before and after."""
+    scores before and after. Histograms are counted with numpy and drawn as one step patch
+    each (``stairs``): matplotlib's ``hist`` draws a patch per bar, several times slower."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,18 +237,18 @@ def plot_drift(rows: pa.Table, previous: MinedRun, new: MinedRun) -> bytes:
 
     tasks = sorted(set(rows.column("task").to_pylist()))
     fig, axes = plt.subplots(max(1, len(tasks)), 2, figsize=(10, 2.6 * max(1, len(tasks))), squeeze=False)
-    jacc: dict[str, list[float]] = defaultdict(list)
-    for task, j in zip(rows.column("task").to_pylist(), rows.column("jaccard").to_pylist()):
-        if j is not None:
-            jacc[task].append(j)
-    before, after = _scores_by_task(previous.negatives, "neg_score"), _scores_by_task(new.negatives, "neg_score")
+    jaccards = _by_task(rows, "jaccard")
+    before, after = _by_task(previous.negatives, "neg_score"), _by_task(new.negatives, "neg_score")
+    empty = np.zeros(0)
     for (left, right), task in zip(axes, tasks):
-        left.hist(jacc.get(task, []), bins=np.linspace(0, 1, 21), color="tab:purple")
+        edges = np.linspace(0, 1, 21)
+        left.stairs(np.histogram(jaccards.get(task, empty), edges)[0], edges, fill=True, color="tab:purple")
         left.set_title(f"{task}: Jaccard of the negative sets", fontsize=9)
         left.set_xlabel(f"Jaccard ({previous.version} vs {new.version})")
-        bins = np.linspace(-0.2, 1.0, 61)
-        right.hist(before.get(task, []), bins=bins, alpha=0.5, label=previous.version, color="tab:gray")
-        right.hist(after.get(task, []), bins=bins, alpha=0.5, label=new.version, color="tab:blue")
+        edges = np.linspace(-0.2, 1.0, 61)
+        for scores, label, color in ((before, previous.version, "tab:gray"), (after, new.version, "tab:blue")):
+            right.stairs(np.histogram(scores.get(task, empty), edges)[0], edges, fill=True, alpha=0.5, label=label,
+                         color=color)
         right.set_title(f"{task}: negative scores", fontsize=9)
         right.set_xlabel("teacher score (cosine)")
         right.legend(fontsize=7)

@@ -16,7 +16,6 @@ import pyarrow.compute as pc
 
 from miners.drift import (DRIFT_SCHEMA, FALSE_NEGATIVE_REASONS, MinedRun, TaskDrift, drift_dict, format_drift,
                           plot_drift, query_drift, task_drift)
-from pipelines.documents import content_hash
 from pipelines.mine_reuse import companion_version
 from pipelines.mine_search import SearchResult
 from storage import Catalog, Manifest
@@ -63,23 +62,19 @@ def previous_run(catalog: Catalog, name: str, tasks: list[str]) -> MinedRun | No
                              .cast(negatives.select(["task", "example_id", "positive_score"]).schema)])
     queries = seen.group_by(["task", "example_id"], use_threads=False).aggregate([("positive_score", "min")]) \
         .rename_columns(["task", "example_id", "positive_score"])
-    hashes = pa.array([content_hash(t) for t in negatives.column("neg_text").to_pylist()], pa.string())
-    return MinedRun(version=version, queries=queries,
-                    negatives=negatives.drop_columns(["neg_text", "positive_score"]).append_column("neg_hash", hashes),
+    return MinedRun(version=version, queries=queries, negatives=negatives.drop_columns(["positive_score"]),
                     flagged=flagged(rejections))
 
 
-def pool_hashes(searched: SearchResult) -> dict[str, dict[str, str]]:
-    """Task -> candidate id -> content hash, over the pools this run searched."""
-    by_pool = {name: dict(zip(p.table.column("id").to_pylist(), p.table.column("hash").to_pylist()))
-               for name, p in searched.pools.items()}
-    return {task: by_pool[plan.pool] for task, plan in searched.plans.items()}
+def searched_pools(searched: SearchResult) -> dict[str, pa.Table]:
+    """Task -> the pool (id, text) this run searched for it."""
+    return {task: searched.pools[plan.pool].table.select(["id", "text"]) for task, plan in searched.plans.items()}
 
 
 def write_drift(catalog: Catalog, previous: MinedRun, new: MinedRun, searched: SearchResult,
                 negatives: Manifest) -> DriftResult:
     rows = query_drift(previous, new)
-    tasks = task_drift(previous, new, rows, pool_hashes(searched))
+    tasks = task_drift(previous, new, rows, searched_pools(searched))
     with catalog.writer(KIND, negatives.name) as writer:
         writer.write_table(rows.cast(DRIFT_SCHEMA))
         writer.attach("drift.png", plot_drift(rows, previous, new))

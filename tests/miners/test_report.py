@@ -38,3 +38,42 @@ def test_report_counts_and_summaries():
     table = format_report(report).splitlines()
     assert table[0].split()[:3] == ["task", "queries", "mined"] and table[1].startswith("ret ")
     assert b'"queries_short": 2' in to_json(report)
+
+
+def _reference_task_scores(queries, negatives, rejections):
+    """task_scores row by row: the definition the Arrow version must keep."""
+    lists = {}
+
+    def of(task):
+        return lists.setdefault(task, {"positive": [], "thresholds": [], "negative": [], "above": []})
+
+    for task, pos, threshold in zip(*(queries.column(c).to_pylist() for c in ("task", "positive_score", "threshold"))):
+        of(task)["positive"].append(pos)
+        if threshold is not None:
+            of(task)["thresholds"].append(threshold)
+    for task, score in zip(negatives.column("task").to_pylist(), negatives.column("neg_score").to_pylist()):
+        of(task)["negative"].append(score)
+    for task, reason, score in zip(*(rejections.column(c).to_pylist() for c in ("task", "reason", "cand_score"))):
+        if reason == ABOVE_THRESHOLD:
+            of(task)["above"].append(score)
+    return {t: {k: np.asarray(v, dtype=np.float64) for k, v in d.items()} for t, d in lists.items()}
+
+
+def test_task_scores_equal_the_row_by_row_reference():
+    rng = np.random.default_rng(0)
+
+    def scores(n, null_share):
+        return [None if rng.random() < null_share else float(rng.random()) for _ in range(n)]
+
+    # Task "d" has only above-threshold rejections, "e" only other rejections (no entry).
+    queries = pa.table({"task": rng.choice(["a", "b", "c"], 300).tolist(), "positive_score": scores(300, 0.05),
+                        "threshold": scores(300, 0.3)})
+    negatives = pa.table({"task": rng.choice(["a", "b"], 900).tolist(), "neg_score": scores(900, 0.02)})
+    tasks = rng.choice(["a", "c", "d", "e"], 2000).tolist()
+    reasons = [ABOVE_THRESHOLD if t != "e" and rng.random() < 0.4 else SAME_CLASS for t in tasks]
+    rejections = pa.table({"task": tasks, "reason": reasons, "cand_score": scores(2000, 0.0)})
+    got, expected = task_scores(queries, negatives, rejections), _reference_task_scores(queries, negatives, rejections)
+    assert sorted(got) == sorted(expected) == ["a", "b", "c", "d"]
+    for task, columns in expected.items():
+        for name, values in columns.items():
+            assert np.array_equal(getattr(got[task], name), values, equal_nan=True), (task, name)
