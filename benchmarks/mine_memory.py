@@ -1,6 +1,6 @@
 """Where a cold mine's memory goes: every process of the run, by role, over time.
 
-    python benchmarks/mine_memory.py [--limit N] [--precision auto] [--langs en,fr]
+    python benchmarks/mine_memory.py [--limit N] [--precision auto] [--langs en,fr] [--fresh-process]
 
 Builds the embedded vital corpus and its desc2article task (as
 benchmarks/mine_vs_sentence_transformers.py does; ``--langs en,fr`` builds it from the
@@ -17,6 +17,12 @@ It reports two sums, because they differ on Ray:
   several times.
 - PSS (proportional set size, from /proc/<pid>/smaps_rollup): each shared page divided
   among the processes that map it. Summed over processes it is the memory the run takes.
+
+With ``--fresh-process`` the mine runs as ``quarry mine`` does, in a new Python process
+with its own local Ray, started after the builds have run in this one and their Ray has
+been shut down; the sampler follows that process and everything under it. Without it,
+the builds and the mine share this process and its Ray, as ``quarry run`` does, and the
+mine finds the workers the builds left.
 
 Prints, per role, the peak of each and both at the moment the whole tree peaked, and the
 stage that was running (from the log) at that moment. A benchmark, not a test: record the
@@ -53,10 +59,12 @@ from storage import Catalog  # noqa: E402
 GIB = 2 ** 30
 
 
-def role(proc: psutil.Process, driver_pid: int) -> str:
+def role(proc: psutil.Process, driver_pid: int, mine_pid: int | None = None) -> str:
     """What a process is, from its title: Ray workers rename themselves ``ray::<what>``."""
     if proc.pid == driver_pid:
         return "driver (this process)"
+    if proc.pid == mine_pid:
+        return "driver (the mine's own process)"
     try:
         cmd = proc.cmdline()
     except psutil.Error:
@@ -86,6 +94,9 @@ class Sampler:
         self.at_peak: dict[str, tuple[int, int]] = {}
         self.stage_at_peak = ""
         self.stage = "start"
+        self.mine_pid: int | None = None  # with --fresh-process: the child that mines
+        self.stage_file: str | None = None  # ... and the log it writes, whose last line is the stage
+        self.mine_peak_pss = 0  # with --fresh-process: the peak of the mine's own tree (this process left out)
 
     def sample(self) -> None:
         me = psutil.Process()
@@ -96,13 +107,14 @@ class Sampler:
                 full = p.memory_full_info()  # reads smaps_rollup: rss, pss, uss
             except psutil.Error:
                 continue
-            r = role(p, me.pid)
+            r = role(p, me.pid, self.mine_pid)
             by_role_rss[r] += full.rss
             by_role_pss[r] += full.pss
         for r in by_role_rss:
             self.peak_rss[r] = max(self.peak_rss[r], by_role_rss[r])
             self.peak_pss[r] = max(self.peak_pss[r], by_role_pss[r])
         total_pss, total_rss = sum(by_role_pss.values()), sum(by_role_rss.values())
+        self.mine_peak_pss = max(self.mine_peak_pss, total_pss - by_role_pss.get(role(me, me.pid), 0))
         self.total_peak_rss = max(self.total_peak_rss, total_rss)
         if total_pss > self.total_peak_pss:
             self.total_peak_pss = total_pss
@@ -111,6 +123,10 @@ class Sampler:
 
     def run(self) -> None:
         while not self.stop_event.is_set():
+            if self.stage_file and os.path.exists(self.stage_file):
+                with open(self.stage_file, encoding="utf-8", errors="replace") as f:
+                    lines = f.read().splitlines()
+                self.stage = lines[-1][:90] if lines else self.stage
             self.sample()
             time.sleep(self.interval)
 
@@ -148,35 +164,86 @@ def source(langs: list[str], limit: int | None, root: str) -> SourceConfig:
     return SourceConfig(kind="files", paths=[path], columns={"description": "description", "topic": "topic"})
 
 
+# The mine in a fresh process (--fresh-process): (config, data root, log, output) in.
+CHILD = """
+import logging, os, pickle, sys, time
+sys.path.insert(0, {repo!r})
+from pipelines.mine import mine
+from pipelines.ray_runtime import ensure_ray
+from storage import Catalog
+cfg, root, log, out = pickle.load(open(sys.argv[1], "rb"))
+handler = logging.FileHandler(log)
+logging.getLogger("quarry").addHandler(handler)
+logging.getLogger("quarry").setLevel(logging.INFO)
+start = time.perf_counter()
+result = mine(cfg, Catalog(root))
+pickle.dump((time.perf_counter() - start, result), open(out, "wb"))
+"""
+
+
+def mine_in_fresh_process(cfg: MineConfig, catalog: Catalog, sampler: Sampler):
+    """``mine(cfg, catalog)`` in a new interpreter that starts its own Ray, as ``quarry mine``
+    does; returns (its seconds, its MineResult). Ray's start-up is in the seconds here."""
+    import pickle
+    import subprocess
+
+    import ray
+
+    ray.shutdown()
+    with tempfile.TemporaryDirectory() as tmp:
+        args, log, out = (os.path.join(tmp, n) for n in ("args.pkl", "mine.log", "out.pkl"))
+        with open(args, "wb") as f:
+            pickle.dump((cfg, catalog.root.uri, log, out), f)
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        child = subprocess.Popen([sys.executable, "-c", CHILD.format(repo=repo), args])
+        sampler.mine_pid, sampler.stage_file = child.pid, log
+        if child.wait() != 0:
+            sys.exit(f"the mine's process failed with exit status {child.returncode}")
+        sampler.stage_file = None
+        with open(out, "rb") as f:
+            return pickle.load(f)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, help="first N articles only (quick check)")
     parser.add_argument("--precision", default="auto", help="teacher precision (default %(default)s)")
     parser.add_argument("--langs", default="en", help="embedded languages in the corpus (default %(default)s)")
+    parser.add_argument("--fresh-process", action="store_true",
+                        help="mine in a new process with its own Ray, as quarry mine does (default: in this one)")
     args = parser.parse_args()
 
     root = tempfile.mkdtemp(prefix="quarry-mine-memory-")
     catalog = Catalog(root)
     build_inputs(catalog, args.limit, source(args.langs.split(","), args.limit, root))
-    ensure_ray()
+    if not args.fresh_process:
+        ensure_ray()
     cfg = MineConfig(examples="bench", depth=50, teacher=TeacherSpec(precision=args.precision),
                      selection=SelectionConfig(strategy="topk_perc_pos", margin=0.95, num_negatives=5),
                      class_selection=SelectionConfig(strategy="topk", num_negatives=5))
     with Sampler() as sampler:
-        handler = StageFromLog(sampler)
-        logging.getLogger("quarry").addHandler(handler)
-        logging.getLogger("quarry").setLevel(logging.INFO)
-        t = time.perf_counter()
-        result = mine(cfg, catalog)
-        seconds = time.perf_counter() - t
-        logging.getLogger("quarry").removeHandler(handler)
+        if args.fresh_process:
+            seconds, result = mine_in_fresh_process(cfg, catalog, sampler)
+        else:
+            handler = StageFromLog(sampler)
+            logging.getLogger("quarry").addHandler(handler)
+            logging.getLogger("quarry").setLevel(logging.INFO)
+            t = time.perf_counter()
+            result = mine(cfg, catalog)
+            seconds = time.perf_counter() - t
+            logging.getLogger("quarry").removeHandler(handler)
 
     print()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / GIB:.0f} GiB, "
           f"Python {platform.python_version()}")
     corpus_rows = catalog.manifest("corpus", "bench").num_rows
-    print(f"cold mine of {corpus_rows} documents ({args.langs}): {seconds:.1f} s, {result.embed_stats.summary()}")
+    where = "in a fresh process (quarry mine)" if args.fresh_process else "in the builds' process (quarry run)"
+    print(f"cold mine of {corpus_rows} documents ({args.langs}) {where}: {seconds:.1f} s, "
+          f"{result.embed_stats.summary()}, teacher at {result.precision}")
     print(f"whole run, peak: PSS {sampler.total_peak_pss / GIB:.2f} GiB, RSS summed {sampler.total_peak_rss / GIB:.2f} GiB")
+    if args.fresh_process:
+        print(f"the mine's process and its Ray alone (this process left out), peak PSS "
+              f"{sampler.mine_peak_pss / GIB:.2f} GiB")
     print(f"PSS peaked during: {sampler.stage_at_peak}")
     print(f"{'process role':34} {'peak RSS':>9} {'peak PSS':>9} {'RSS @peak':>10} {'PSS @peak':>10}")
     for r in sorted(sampler.peak_pss, key=lambda r: -sampler.peak_pss[r]):

@@ -159,6 +159,7 @@ def main() -> None:
     args = p.parse_args()
 
     work = args.root or tempfile.mkdtemp(prefix="quarry-remine-")
+    os.makedirs(work, exist_ok=True)
     catalog = Catalog(os.path.join(work, "data"))
     if catalog.kinds():
         sys.exit(f"{catalog.root.uri} is not empty: the cold mine needs an empty embedding cache")
