@@ -108,9 +108,9 @@ def query_drift(previous: MinedRun, new: MinedRun) -> pa.Table:
         for table in counts:
             out = out.join(table, keys=QUERY_KEY, join_type="left outer", use_threads=False)
         out = out.sort_by("row")
-        return out.set_column(out.schema.get_field_index("n_prev"), "n_prev", pc.fill_null(out["n_prev"], 0)) \
-            .set_column(out.schema.get_field_index("n_new"), "n_new", pc.fill_null(out["n_new"], 0)) \
-            .set_column(out.schema.get_field_index("n_shared"), "n_shared", pc.fill_null(out["n_shared"], 0))
+        for name in ("n_prev", "n_new", "n_shared"):
+            out = out.set_column(out.schema.get_field_index(name), name, pc.fill_null(out[name], 0))
+        return out
 
     was_mined = pc.is_in(_key(new.queries, QUERY_KEY), _key(previous.queries, QUERY_KEY))
     kept = with_counts(new.queries)
@@ -187,18 +187,18 @@ def task_drift(previous: MinedRun, new: MinedRun, rows: pa.Table,
     earlier = previous.negatives.filter(pc.is_in(_key(previous.negatives, QUERY_KEY), in_both))
     lost = earlier.filter(pc.invert(pc.is_in(_key(earlier, [*QUERY_KEY, "neg_id"]),
                                              _key(new.negatives, [*QUERY_KEY, "neg_id"]))))
-    for task in np.unique(lost.column("task").to_numpy(zero_copy_only=False)):
+    for task in pc.unique(lost.column("task")).to_pylist():
         mine = lost.filter(pc.equal(lost.column("task"), task)).select(["neg_id", "neg_text"])
-        pool = pools.get(str(task))
+        pool = pools.get(task)
         if pool is None:
-            of(str(task)).lost_to_deleted += mine.num_rows
+            of(task).lost_to_deleted += mine.num_rows
             continue
         now = mine.join(pool.select(["id", "text"]), keys="neg_id", right_keys="id", join_type="left outer",
                         use_threads=False)
         deleted = pc.is_null(now.column("text"))
         edited = pc.and_kleene(pc.invert(deleted), pc.not_equal(now.column("text"), now.column("neg_text")))
-        of(str(task)).lost_to_deleted += pc.sum(deleted).as_py() or 0
-        of(str(task)).lost_to_changed += pc.sum(edited).as_py() or 0
+        of(task).lost_to_deleted += pc.sum(deleted).as_py() or 0
+        of(task).lost_to_changed += pc.sum(edited).as_py() or 0
     return dict(sorted(out.items()))
 
 
