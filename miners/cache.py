@@ -75,18 +75,27 @@ class EmbeddingCache:
 
     def load(self, keys: list[str]) -> np.ndarray:
         """Vectors for ``keys``, in that order (every key must be cached)."""
+        if self.latest() is None:
+            raise CatalogError(f"embedding cache {KIND}/{self.name} is empty")
+        present, vectors = self.load_present(keys)
+        if not present.all():
+            raise CatalogError(f"embedding cache {KIND}/{self.name} lacks {int((~present).sum())} of the requested keys")
+        return vectors
+
+    def load_present(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Which of ``keys`` the latest version holds (bool per key), and their vectors in
+        key order (one row per True); an empty cache holds none."""
         m = self.latest()
         if m is None:
-            raise CatalogError(f"embedding cache {KIND}/{self.name} is empty")
+            return np.zeros(len(keys), dtype=bool), np.zeros((0, self.dim or 0), np.float32)
         wanted = pa.array(keys, pa.string())
         table = self.catalog.arrow_dataset(KIND, self.name, m.version).to_table(
             filter=pc.field("key").isin(pc.unique(wanted)))
         # Row of each wanted key, found in Arrow rather than through a Python dict of every key.
         at = pc.index_in(wanted, value_set=table.column("key"))
-        if at.null_count:
-            raise CatalogError(f"embedding cache {KIND}/{self.name} lacks {at.null_count} of the requested keys")
+        present = at.is_valid().to_numpy(zero_copy_only=False)
         matrix = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        return matrix.reshape(table.num_rows, self.dim)[at.to_numpy()]
+        return present, matrix.reshape(table.num_rows, self.dim)[at.drop_null().to_numpy()]
 
     def append(self, staging_write, stats: dict) -> tuple[Manifest, bool]:
         """Commit a new version: the previous files plus what ``staging_write(writer)`` stages.

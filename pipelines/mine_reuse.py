@@ -121,21 +121,33 @@ def previous_pool(previous: Previous, plan: TaskPlan, catalog: Catalog) -> tuple
     return rows.column("example_id").to_pylist(), rows.column("query").to_pylist(), rows.column("label").to_pylist()
 
 
-def search_masks(previous: Previous, cfg: MineConfig, catalog: Catalog, cache: EmbeddingCache,
-                 plans: dict[str, TaskPlan], pools: dict, task_rows: dict[str, pa.Table],
-                 query_vectors: dict[str, np.ndarray], query_strings: dict[str, list[str]],
-                 depths: dict[str, int]) -> dict[str, np.ndarray] | None:
-    """Per task, which queries must be searched again (True) and which keep their previous
-    negatives; None when the previous pool's vectors are no longer in the cache."""
+@dataclass
+class ReachInputs:
+    """What ``miners.reach.reachable`` needs of one task's queries, besides the vectors of
+    the queries and of the documents that joined the pool: read before those exist."""
+
+    previous_kth: np.ndarray  # per query: its previous k-th score, NaN when not searched at this depth
+    facts_changed: np.ndarray  # per query: its text, positives or label changed, or a same-text query's did
+    left: np.ndarray  # previous vectors of the pool's documents that left or changed text
+    joined_positions: list[int]  # positions in the current pool of the documents that joined or changed
+
+
+def reach_inputs(previous: Previous, cfg: MineConfig, catalog: Catalog, cache: EmbeddingCache,
+                 plans: dict[str, TaskPlan], pool_tables: dict[str, pa.Table], task_rows: dict[str, pa.Table],
+                 query_strings: dict[str, list[str]], depths: dict[str, int]) -> dict[str, ReachInputs | None] | None:
+    """Per task, the reach inputs of its queries (None: the task has no previous pool, so
+    every query is searched); None when the previous pool's vectors are no longer in the
+    cache. Needs no vector of this run, so it runs while the teacher encodes
+    (``pipelines.mine_search``)."""
     changes: dict[str, PoolChange] = {}
     left_vectors: dict[str, np.ndarray] = {}
     for plan in plans.values():
         if plan.pool in changes or (plan.pool == CORPUS_POOL and previous.corpus is None):
             continue
-        change = pool_change(pools[plan.pool].table, *previous_pool(previous, plan, catalog))
+        change = pool_change(pool_tables[plan.pool], *previous_pool(previous, plan, catalog))
         try:
             left_vectors[plan.pool] = cache.load([text_key(t) for t in change.left_texts]) if change.left_texts \
-                else np.zeros((0, pools[plan.pool].vectors.shape[1]), np.float32)
+                else None
         except CatalogError:
             log.info("mine: searching every query: the cache no longer holds the previous pool's vectors")
             return None
@@ -143,12 +155,12 @@ def search_masks(previous: Previous, cfg: MineConfig, catalog: Catalog, cache: E
     old = {(t, e): r for t, e, r in zip(previous.examples.column("task").to_pylist(),
                                         previous.examples.column("example_id").to_pylist(),
                                         previous.examples.to_pylist())}
-    masks = {}
+    out: dict[str, ReachInputs | None] = {}
     for task, plan in plans.items():
         rows = task_rows[task].to_pylist()
         change = changes.get(plan.pool)
         if change is None:
-            masks[task] = np.ones(len(rows), dtype=bool)
+            out[task] = None
             continue
         kth = np.full(len(rows), np.nan, dtype=np.float32)
         facts = np.zeros(len(rows), dtype=bool)
@@ -173,8 +185,24 @@ def search_masks(previous: Previous, cfg: MineConfig, catalog: Catalog, cache: E
         for i, r in enumerate(rows):
             if normalized_query_key(r["query"]) in touched_texts:
                 facts[i] = True
-        joined = pools[plan.pool].vectors[change.joined_positions]
-        masks[task] = reachable(query_vectors[task], kth, facts, left_vectors[plan.pool], joined)
+        out[task] = ReachInputs(previous_kth=kth, facts_changed=facts, left=left_vectors[plan.pool],
+                                joined_positions=change.joined_positions)
+    return out
+
+
+def search_masks(inputs: dict[str, ReachInputs | None], pool_of_task: dict[str, str],
+                 pool_vectors: dict[str, np.ndarray], query_vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per task, which queries must be searched again (True) and which keep their previous
+    negatives, once this run's vectors are loaded."""
+    masks = {}
+    for task, reach in inputs.items():
+        if reach is None:
+            masks[task] = np.ones(len(query_vectors[task]), dtype=bool)
+            continue
+        vectors = pool_vectors[pool_of_task[task]]
+        left = reach.left if reach.left is not None else np.zeros((0, vectors.shape[1]), np.float32)
+        masks[task] = reachable(query_vectors[task], reach.previous_kth, reach.facts_changed, left,
+                                vectors[reach.joined_positions])
     return masks
 
 

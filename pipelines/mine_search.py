@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from miners.teacher import ResolvedTeacher, resolve_teacher, text_key
 from pipelines.embed_stage import embed_missing, encoder_shape
 from pipelines.examples import choose_tasks, examples_corpus, task_types
 from pipelines.mine_config import CORPUS_POOL, MineConfig, TaskPlan, plan_task
-from pipelines.mine_reuse import Previous, load_previous, search_masks
+from pipelines.mine_reuse import Previous, load_previous, reach_inputs, search_masks
 from pipelines.mine_texts import PoolTexts
 from pipelines.ray_runtime import ensure_ray
 from pipelines.task_types import MINABLE_TYPES
@@ -124,10 +125,21 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     teacher = teacher.on_device(cfg.teacher.precision, encoder_shape().device)  # what auto means there
     log.info("mine: teacher %s at %s precision", teacher.label, teacher.precision)
     cache = EmbeddingCache(catalog, teacher.cache_name, dim=None, config=teacher.provenance())
-    embed_stats = embed_missing(texts, cache, teacher, cfg.batch_size, cfg.encoders, cfg.max_batch_tokens,
-                                cfg.encode_in)
     key_list = list(texts)
-    vectors = cache.load(key_list)
+    depths = {task: min(cfg.depth, len(pools[plan.pool].position)) for task, plan in plans.items()}
+    with ThreadPoolExecutor(1, thread_name_prefix="quarry-read") as reader:
+        # While this thread loads the teacher and encodes, another reads what needs no new
+        # vector: the cached vectors, the previous run and what of it a change can reach.
+        # Arrow reads mostly without the GIL, so in a re-mine this hides behind the teacher's
+        # imports (docs/benchmarks.md, "Re-mining after an edit").
+        early = reader.submit(_read_before_encoding, cfg, teacher, catalog, cache, key_list, plans,
+                              {name: pool.table for name, pool in pools.items()}, task_rows, query_strings, depths)
+        embed_stats = embed_missing(texts, cache, teacher, cfg.batch_size, cfg.encoders, cfg.max_batch_tokens,
+                                    cfg.encode_in)
+        present, vectors_present, previous, reach = early.result()
+        del early  # the future holds its result: the vectors go when the locals below do
+    vectors = _with_new_vectors(cache, key_list, present, vectors_present)
+    del vectors_present
     log.info("mine: %d vectors loaded from embeddings/%s", len(key_list), cache.name)
     row_of = {k: i for i, k in enumerate(key_list)}
     for pool in pools.values():
@@ -138,12 +150,8 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     # Every row is now in a pool's or a task's copy: at 1M passages and 1M queries (384
     # dimensions) the loaded matrix was another 3 GB held through the search.
     del vectors
-    depths = {task: min(cfg.depth, len(pools[plan.pool].position)) for task, plan in plans.items()}
-    previous = load_previous(cfg, teacher, catalog)
-    masks = search_masks(previous, cfg, catalog, cache, plans, pools, task_rows, q_vectors, query_strings,
-                         depths) if previous else None
-    if masks is None:
-        previous = None
+    masks = search_masks(reach, {task: plan.pool for task, plan in plans.items()},
+                         {name: pool.vectors for name, pool in pools.items()}, q_vectors) if previous else None
 
     # Search task by task; each pool's index is built once, when some query needs it.
     searchers: dict[str, Searcher] = {}
@@ -172,6 +180,32 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
                  "cannot reach them)", result.queries.num_rows, result.carried_count, cfg.output_name,
                  previous.version)
     return result
+
+
+def _read_before_encoding(cfg: MineConfig, teacher: ResolvedTeacher, catalog: Catalog, cache: EmbeddingCache,
+                          keys: list[str], plans: dict[str, TaskPlan], pool_tables: dict[str, pa.Table],
+                          task_rows: dict[str, pa.Table], query_strings: dict[str, list[str]], depths: dict[str, int]):
+    """The cache's vectors of ``keys`` as it is now (which it holds, and theirs), and the
+    previous run to reuse with its reach inputs (both None when nothing can be reused)."""
+    present, vectors = cache.load_present(keys)
+    previous = load_previous(cfg, teacher, catalog)
+    reach = reach_inputs(previous, cfg, catalog, cache, plans, pool_tables, task_rows, query_strings,
+                         depths) if previous else None
+    return present, vectors, (previous if reach is not None else None), reach
+
+
+def _with_new_vectors(cache: EmbeddingCache, keys: list[str], present: np.ndarray,
+                      vectors_present: np.ndarray) -> np.ndarray:
+    """Every key's vector: those read before the encoding, and the rest from the cache now."""
+    if present.all():
+        return vectors_present
+    rest = cache.load([k for k, p in zip(keys, present.tolist()) if not p])
+    if not present.any():
+        return rest
+    vectors = np.empty((len(keys), rest.shape[1]), dtype=np.float32)
+    vectors[present] = vectors_present
+    vectors[~present] = rest
+    return vectors
 
 
 def _corpus_pool(catalog: Catalog, corpus_m) -> Pool:

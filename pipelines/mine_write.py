@@ -1,9 +1,10 @@
 """Mining, stage 3: the selection output becomes ``rejections/<name>`` and ``negatives/<name>``.
 
 Each selected block is split once, in a Ray task, into its negatives, rejections and
-per-query rows; the report is built from a few columns of those parts, and the writers
-write the parts in block order. Rejections commit first; the negatives version names them
-and carries ``report.json`` and ``scores.png``.
+per-query rows; the report is built from a few columns of those parts, and Ray tasks
+write both kinds' parts at once, in block order, while the driver draws the plot and reads
+the previous run back. Rejections commit first; the negatives version names them and
+carries ``report.json`` and ``scores.png``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,18 @@ from pipelines.mine_reuse import KIND as SEARCHED
 from pipelines.mine_reuse import SEARCHED_SCHEMA, carried_rows, version_key
 from pipelines.mine_search import SearchResult
 from pipelines.mine_select import NEGATIVE, NEGATIVE_SCHEMA, QUERY, REJECTED, REJECTION_SCHEMA, SelectedTexts
-from pipelines.ray_io import block_sizes, write_blocks_ordered
+from pipelines.ray_io import block_sizes, start_ordered_writes
 from storage import Catalog, InputError, Manifest
 
 log = logging.getLogger("quarry")
+
+# Mined rows repeat their texts: every rejected candidate carries its document's text, and
+# every negative its query's. With Parquet's default 1 MiB dictionary page, the writer
+# stops dictionary-encoding a column after its first MiB of distinct values and stores the
+# rest plain. A dictionary of up to 128 MiB holds a few thousand documents' texts: the
+# vital rejections (722,595 rows) take 15 MB instead of 143 MB, and the write takes half
+# the time (docs/benchmarks.md). Past the limit the column falls back to plain, as before.
+MINED_PARQUET = {"dictionary_pagesize_limit": 128 << 20}
 
 # What the report reads of each part.
 REPORT_COLUMNS = {NEGATIVE: ["task", "example_id", "neg_id", "neg_score"], REJECTED: ["task", "reason", "cand_score"],
@@ -94,27 +103,39 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
               "teacher_commit": teacher.commit, "teacher_max_length": teacher.max_length,
               "embedding_cache": searched.cache_name}
     name = cfg.output_name
-    previous = previous_run(catalog, name, list(searched.plans))
     reuse = ({"previous_version": searched.previous.version, "carried_queries": searched.carried_count,
               "searched_queries": searched.queries.num_rows} if searched.previous else None)
-    with catalog.writer("rejections", name) as writer:
-        write_blocks_ordered(parts[REJECTED], block_sizes(parts[REJECTED]), writer.staging_dir, writer.filesystem,
-                             rows_per_file=1_000_000, prepare=functools.partial(texts.join, schema=REJECTION_SCHEMA))
-        rejections_m = writer.commit(config=config, inputs=searched.inputs, allow_empty=True,
-                                     stats={"rejected_by_task": {t: r.rejected for t, r in report.items()}})
-    searched_m = catalog.write_table(SEARCHED, name, searched_table(searched, report_parts[QUERY], carried_searches),
-                                     config={"built_by": "quarry mine", "run_id": run_id})
-    config[version_key(SEARCHED)] = searched_m.version
-    with catalog.writer("negatives", name) as writer:
-        write_blocks_ordered(parts[NEGATIVE], block_sizes(parts[NEGATIVE]), writer.staging_dir, writer.filesystem,
-                             rows_per_file=1_000_000, prepare=functools.partial(texts.join, schema=NEGATIVE_SCHEMA))
-        writer.attach("report.json", to_json(report))
-        writer.attach("scores.png", plot_scores({t: scores.get(t, TaskScores.empty()) for t in report},
-                                                cfg.selection.strategy, cfg.selection.effective_margin))
-        negatives_m = writer.commit(config={**config, version_key("rejections"): rejections_m.version},
-                                    inputs=searched.inputs + [rejections_m.input_ref()],
-                                    stats={"report": report_dict(report), "embedding": asdict(searched.embed_stats),
-                                           "reuse": reuse})
+    with catalog.writer("rejections", name) as rejections_w, catalog.writer("negatives", name) as negatives_w:
+        # Both kinds are written by Ray tasks at once, while the driver draws the plot and
+        # reads the previous run back; rejections still commit first, since the negatives
+        # version names them.
+        writes = {kind: start_ordered_writes(parts[kind], block_sizes(parts[kind]), writer.staging_dir,
+                                             writer.filesystem, rows_per_file=1_000_000, parquet_options=MINED_PARQUET,
+                                             prepare=functools.partial(texts.join, schema=schema))
+                  for kind, writer, schema in ((REJECTED, rejections_w, REJECTION_SCHEMA),
+                                               (NEGATIVE, negatives_w, NEGATIVE_SCHEMA))}
+        try:
+            png = plot_scores({t: scores.get(t, TaskScores.empty()) for t in report}, cfg.selection.strategy,
+                              cfg.selection.effective_margin)
+            previous = previous_run(catalog, name, list(searched.plans))  # before this run's negatives commit
+            ray.get(writes[REJECTED])
+            rejections_m = rejections_w.commit(config=config, inputs=searched.inputs, allow_empty=True,
+                                               stats={"rejected_by_task": {t: r.rejected for t, r in report.items()}})
+            searched_m = catalog.write_table(SEARCHED, name,
+                                             searched_table(searched, report_parts[QUERY], carried_searches),
+                                             config={"built_by": "quarry mine", "run_id": run_id})
+            config[version_key(SEARCHED)] = searched_m.version
+            ray.get(writes[NEGATIVE])
+        except BaseException:
+            # Let every write task end before leaving the block discards their staging folders.
+            ray.wait(writes[REJECTED] + writes[NEGATIVE], num_returns=len(writes[REJECTED] + writes[NEGATIVE]))
+            raise
+        negatives_w.attach("report.json", to_json(report))
+        negatives_w.attach("scores.png", png)
+        negatives_m = negatives_w.commit(config={**config, version_key("rejections"): rejections_m.version},
+                                         inputs=searched.inputs + [rejections_m.input_ref()],
+                                         stats={"report": report_dict(report), "embedding": asdict(searched.embed_stats),
+                                                "reuse": reuse})
     log.info("mine: %d negatives for %d queries, %d candidates rejected", negatives_m.num_rows,
              sum(r.queries_mined for r in report.values()), rejections_m.num_rows)
     drift = None

@@ -18,24 +18,38 @@ import pyarrow.parquet as pq
 
 
 def _write_group(path: str, filesystem, schema: pa.Schema | None, prepare: Callable[[pa.Table], pa.Table] | None,
-                 *blocks: pa.Table) -> int:
+                 parquet_options: dict, *blocks: pa.Table) -> int:
     if prepare is not None:
         blocks = tuple(prepare(b) for b in blocks)
     tables = [b for b in blocks if b.num_rows]
     table = pa.concat_tables(tables) if tables else blocks[0]
     if schema is not None:
         table = table.cast(schema)
-    pq.write_table(table, path, filesystem=filesystem)
+    pq.write_table(table, path, filesystem=filesystem, **parquet_options)
     return table.num_rows
 
 
 def write_blocks_ordered(block_refs: list, sizes: list[int], staging_dir: str, filesystem,
                          rows_per_file: int = 100_000, schema: pa.Schema | None = None,
-                         prepare: Callable[[pa.Table], pa.Table] | None = None) -> int:
+                         prepare: Callable[[pa.Table], pa.Table] | None = None,
+                         parquet_options: dict | None = None) -> int:
     """Write ``block_refs`` (in order) as ``part-NNNNN.parquet`` files; returns rows written.
 
     ``prepare``: applied to each block in the write task, before ``schema``'s cast (it must
-    keep the row count: ``sizes`` plan the files)."""
+    keep the row count: ``sizes`` plan the files). ``parquet_options``: passed to
+    ``pyarrow.parquet.write_table``."""
+    import ray
+
+    return sum(ray.get(start_ordered_writes(block_refs, sizes, staging_dir, filesystem, rows_per_file, schema,
+                                            prepare, parquet_options)))
+
+
+def start_ordered_writes(block_refs: list, sizes: list[int], staging_dir: str, filesystem,
+                         rows_per_file: int = 100_000, schema: pa.Schema | None = None,
+                         prepare: Callable[[pa.Table], pa.Table] | None = None,
+                         parquet_options: dict | None = None) -> list:
+    """``write_blocks_ordered`` without waiting: returns the write tasks' refs (each gives
+    its rows), so that the caller can work, or start other writes, while they run."""
     import ray
 
     groups: list[list[int]] = []
@@ -50,9 +64,8 @@ def write_blocks_ordered(block_refs: list, sizes: list[int], staging_dir: str, f
     if current:
         groups.append(current)
     write = ray.remote(_write_group)
-    futures = [write.remote(posixpath.join(staging_dir, f"part-{g:05d}.parquet"), filesystem, schema, prepare,
-                            *[block_refs[i] for i in group]) for g, group in enumerate(groups)]
-    return sum(ray.get(futures))
+    return [write.remote(posixpath.join(staging_dir, f"part-{g:05d}.parquet"), filesystem, schema, prepare,
+                         parquet_options or {}, *[block_refs[i] for i in group]) for g, group in enumerate(groups)]
 
 
 def _num_rows(block: pa.Table) -> int:

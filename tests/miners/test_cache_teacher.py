@@ -38,6 +38,21 @@ def test_cache_appends_versions_and_loads_in_request_order(catalog):
         cache.load(["a", "zz"])
 
 
+def test_load_present_reads_what_the_cache_holds_and_leaves_the_rest(catalog):
+    # The mine reads the cached vectors while the teacher encodes the rest (pipelines.mine_search).
+    cache = EmbeddingCache(catalog, "t-1", dim=None, config={})
+    present, vectors = cache.load_present(["a", "b"])
+    assert present.tolist() == [False, False] and len(vectors) == 0  # an empty cache holds none
+    with pytest.raises(CatalogError, match="is empty"):
+        cache.load(["a"])
+    cache.check_dim(4)
+    v = np.arange(12, dtype=np.float32).reshape(3, 4)
+    _append(cache, ["a", "b", "c"], v)
+    present, vectors = cache.load_present(["c", "zz", "a", "c"])
+    assert present.tolist() == [True, False, True, True]
+    assert np.array_equal(vectors, v[[2, 0, 2]])
+
+
 def test_cache_refuses_vectors_of_another_size(catalog):
     cache = EmbeddingCache(catalog, "t-1", dim=None, config={})
     cache.check_dim(4)
