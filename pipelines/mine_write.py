@@ -35,7 +35,7 @@ log = logging.getLogger("quarry")
 # every negative its query's. With Parquet's default 1 MiB dictionary page, the writer
 # stops dictionary-encoding a column after its first MiB of distinct values and stores the
 # rest plain. A dictionary of up to 128 MiB holds a few thousand documents' texts: the
-# vital rejections (722,595 rows) take 15 MB instead of 143 MB, and the write takes half
+# vital rejections (722,595 rows) take 15.8 MB instead of 143 MB, and the write takes about half
 # the time (docs/benchmarks.md). Past the limit the column falls back to plain, as before.
 MINED_PARQUET = {"dictionary_pagesize_limit": 128 << 20}
 
