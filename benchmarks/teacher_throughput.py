@@ -47,8 +47,6 @@ SHAPES = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2),
 }
-# Same defaults as pipelines.embed_stage (not imported: it would pull Ray into a process that has none).
-BATCH_TOKENS = {"cuda": 32768, "cpu": 2048}
 
 
 def passage_lengths(n: int, seed: int = 0) -> list[int]:
@@ -145,11 +143,12 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from miners.teacher import Teacher, TeacherSpec
+    from pipelines.embed_stage import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS  # imports no Ray at module level
 
     device = args.device
     kind = device.split(":")[0]
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    budget = args.batch_tokens or BATCH_TOKENS[kind]
+    budget = args.batch_tokens or (GPU_BATCH_TOKENS if kind == "cuda" else CPU_BATCH_TOKENS)
     work = tempfile.mkdtemp(prefix="quarry-teacher-throughput-")
     t = time.perf_counter()
     folder = build_teacher(args.shape, work, device, dtype, args.max_length)
