@@ -4,7 +4,8 @@
 dashboard off, token authentication on, and Ray's own servers (GCS, raylet, agents, every
 worker's) on loopback (``start_local_ray``; measured by tests/pipelines/test_ray_loopback.py).
 One listener escapes: torch.distributed's rendezvous store in a training run's rank-0
-worker binds every interface (docs/operations.md). Stages never call ``ray.init`` themselves.
+worker binds every interface (docs/operations.md). Its idle workers exit after
+``IDLE_WORKER_EXIT_MS``. Stages never call ``ray.init`` themselves.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ import time
 log = logging.getLogger("quarry")
 
 LOOPBACK_IP = "127.0.0.1"
+# A private local Ray ends workers that sat idle this long (Ray's default keeps one idle
+# worker per CPU for good, each holding its imports). Between stages the driver often works
+# alone for minutes (encoding, searching), and the idle workers of the stage before held
+# their memory through it. Ten seconds keeps a stage's workers across the gaps between its
+# own tasks.
+IDLE_WORKER_EXIT_MS = 10_000
 # The GCS address of the private local Ray this process started, if it started one.
 _private_gcs: str | None = None
 
@@ -70,7 +77,9 @@ def start_local_ray(num_cpus: int, temp_dir: str, *, log_to_driver: bool) -> Non
     # otherwise finds a stale cluster file and hangs.
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
              _temp_dir=temp_dir, _node_ip_address=LOOPBACK_IP,
-             log_to_driver=log_to_driver, configure_logging=False)
+             log_to_driver=log_to_driver, configure_logging=False,
+             _system_config={"num_workers_soft_limit": 0,
+                             "idle_worker_killing_time_threshold_ms": IDLE_WORKER_EXIT_MS})
     node_ip = ray.util.get_node_ip_address()
     if not ipaddress.ip_address(node_ip).is_loopback:
         ray.shutdown()

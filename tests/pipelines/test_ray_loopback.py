@@ -1,4 +1,5 @@
-"""Every process of the private local Ray listens on loopback only (issue 11).
+"""Every process of the private local Ray listens on loopback only (issue 11), and its
+idle workers exit instead of holding memory between stages (issue 13).
 
 Measured before the fix on a machine with a non-loopback address: the GCS, raylet, workers
 and agents listened on 0.0.0.0, :: or that address (12 sockets). Both ways Quarry starts
@@ -15,11 +16,14 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import psutil
 import pytest
 import ray  # imported before the fixture starts Ray: the path that must patch Ray's constant
-from ray_procs import is_loopback, listeners, processes_of
+from ray_procs import alive, is_loopback, listeners, processes_of
+
+from pipelines.ray_runtime import IDLE_WORKER_EXIT_MS
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -54,6 +58,34 @@ def test_every_listener_of_the_local_ray_is_on_loopback(ray_local):
     assert len(listeners) >= 6, listeners
     assert [x for x in listeners if not is_loopback(x[0])] == []
     assert ray.util.get_node_ip_address() == "127.0.0.1"
+
+
+@ray.remote(num_cpus=1)
+def _busy_pid() -> int:
+    time.sleep(0.5)  # long enough that the tasks spread over a worker per CPU
+    return os.getpid()
+
+
+def test_idle_workers_of_the_local_ray_exit(ray_local):
+    # Ray's default keeps an idle worker per CPU for good; during a mine's encode or search
+    # in the driver they held 0.34-0.48 GiB (docs/benchmarks.md, memory).
+    pids = set(ray.get([_busy_pid.remote() for _ in range(4)]))
+
+    def running() -> set[int]:
+        still = set()
+        for pid in pids:
+            try:
+                if alive(psutil.Process(pid)):
+                    still.add(pid)
+            except psutil.Error:  # gone
+                continue
+        return still
+
+    assert running(), "the workers exited at once: the check would prove nothing"
+    deadline = time.monotonic() + IDLE_WORKER_EXIT_MS / 1000 + 20
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert running() == set(), f"workers {sorted(running())} still idle {IDLE_WORKER_EXIT_MS / 1000 + 20:.0f} s later"
 
 
 def test_a_fresh_cli_process_starts_ray_on_loopback_only():
