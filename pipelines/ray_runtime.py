@@ -23,9 +23,10 @@ LOOPBACK_IP = "127.0.0.1"
 # A private local Ray ends workers that sat idle this long (Ray's default keeps one idle
 # worker per CPU for good, each holding its imports). Between stages the driver often works
 # alone for minutes (encoding, searching), and the idle workers of the stage before held
-# their memory through it. Ten seconds keeps a stage's workers across the gaps between its
-# own tasks.
-IDLE_WORKER_EXIT_MS = 10_000
+# their memory through it. At 10 s, workers also exited in the shorter gaps of a test
+# module and were started again: tests/pipelines/test_mine_ray.py took 146 s against 129 s
+# with Ray's default; at 30 s it took 128 s (docs/benchmarks.md).
+IDLE_WORKER_EXIT_MS = 30_000
 # The GCS address of the private local Ray this process started, if it started one.
 _private_gcs: str | None = None
 
