@@ -140,6 +140,11 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
             with open(plan.files.metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(metrics) + "\n")
         last = step + 1 == total
+        # Ray Train hears of checkpoints only; every step's metrics are in metrics.jsonl and
+        # TensorBoard above. A report waits in a one-slot queue that Ray Train 2.60's
+        # controller empties once per poll (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s), so a
+        # report per step held every step to about that: on 2 CPU workers the tiny decoder's
+        # steps took 1.7 s of wall time for 0.15 s of compute (docs/benchmarks.md).
         if (step + 1) % cfg.checkpoint_every == 0 or last or step + 1 == stop:
             with tempfile.TemporaryDirectory() as d:
                 if rank == 0:
@@ -157,7 +162,5 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
                     writer.flush()
                     plan.files.sync()  # the logs up to this checkpoint, beside it
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
-        else:
-            ray.train.report(metrics)
     if writer:
         writer.close()
