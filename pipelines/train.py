@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 import yaml
 
 from pipelines.ray_runtime import ensure_ray
+from pipelines.train_progress import TrainProgress
 from storage import Catalog, DataRoot, InputError, Manifest, first_line, resolve_packaged
 from storage.packaged import is_packaged
 from storage.catalog import utc_now
@@ -282,7 +283,8 @@ def train(cfg: TrainConfig, catalog: Catalog, resume: bool = False, stop_after: 
                              # A dead worker restarts the group from the last checkpoint; the
                              # loop's seeding makes the restarted run equal an undisturbed one.
                              failure_config=FailureConfig(max_failures=cfg.max_failures)))
-    result = trainer.fit()
+    with TrainProgress(root, files.run_dir, total):
+        result = trainer.fit()
     metrics = dict(result.metrics or {})
     model_dir = root.display(files.model_dir)
     log.info("train: done at step %s, loss %.4f; model saved to %s", metrics.get("step"), metrics.get("loss", float("nan")),

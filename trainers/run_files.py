@@ -47,6 +47,27 @@ def truncate_metrics(path: str, last_step: int) -> None:
     os.replace(tmp, path)
 
 
+def last_logged_step(root: DataRoot, run_dir: str, tail_bytes: int = 8192) -> dict | None:
+    """The last complete row of a run's ``metrics.jsonl`` on ``root``, from the file's tail
+    (None before the first row). On a local root the rank-0 worker appends it step by step;
+    on an object store it is the copy of the last checkpoint (``RunFiles.sync``)."""
+    path = posixpath.join(run_dir, METRICS_FILE)
+    try:
+        with root.fs.open_input_file(path) as f:
+            f.seek(max(0, f.size() - tail_bytes))
+            tail = f.read()
+    except FileNotFoundError:
+        return None
+    # Whole lines only: what follows the last newline may be a row still being written, and
+    # the first line may be cut by the tail.
+    for line in reversed(tail.split(b"\n")[:-1]):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
+
+
 def save_model_atomically(module, model_dir: str, lineage: Lineage | None = None) -> None:
     """``save_pretrained`` into a hidden sibling, then one rename: readers see the old model or
     the whole new one, never a half-written folder (a killed save leaves only the sibling,

@@ -144,7 +144,9 @@ def test_in_batch_only_shards_train_from_a_parent_with_their_lineage(root, full,
     assert "--num-negatives 0 leaves" in capsys.readouterr().err
 
 
-def test_two_worker_training_lowers_the_loss_and_resume_matches(root, full, tmp_path):
+def test_two_worker_training_lowers_the_loss_and_resume_matches(root, full, tmp_path, caplog, monkeypatch):
+    import logging
+
     batches = Catalog(root).manifest("shards", "vital-stage1").config["batches"]
     steps = _steps(root)
     common = _train_args(root)
@@ -153,7 +155,13 @@ def test_two_worker_training_lowers_the_loss_and_resume_matches(root, full, tmp_
     assert last < first - 0.3, f"loss did not go down: epoch 1 {first:.3f}, epoch 3 {last:.3f}"
 
     half = steps // 2
-    assert main(common + ["--run-name", "split", "--stop-after", str(half)]) == 0
+    monkeypatch.setattr("pipelines.train_progress.PROGRESS_EVERY_S", 0.1)
+    with caplog.at_level(logging.INFO, logger="quarry"):
+        assert main(common + ["--run-name", "split", "--stop-after", str(half)]) == 0
+    # The driver's console follows the steps the rank-0 worker logs (pipelines.train_progress).
+    progress = [int(m.split()[2]) for m in caplog.messages if m.startswith("train: step ")]
+    assert progress and progress == sorted(progress) and progress[-1] <= half, caplog.messages
+    assert all(f"of {steps}, loss" in m for m in caplog.messages if m.startswith("train: step "))
     assert main(common + ["--run-name", "split"]) == 2  # an existing run needs --resume
     assert main(common + ["--run-name", "split", "--resume"]) == 0
     assert_same_run(root, "split", full)

@@ -9,7 +9,8 @@ import pytest
 from storage import InputError
 from storage.published import replace_dir
 from trainers.config import TrainConfig
-from trainers.run_files import truncate_metrics
+from storage import DataRoot
+from trainers.run_files import last_logged_step, truncate_metrics
 
 
 def test_truncate_metrics_keeps_rows_up_to_the_checkpoint_and_drops_a_torn_line(tmp_path):
@@ -22,6 +23,39 @@ def test_truncate_metrics_keeps_rows_up_to_the_checkpoint_and_drops_a_torn_line(
     assert path.read_text() == ""
     truncate_metrics(str(tmp_path / "absent.jsonl"), 3)  # a fresh run has none
     assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_last_logged_step_is_the_last_whole_row_of_the_tail(tmp_path):
+    root = DataRoot.resolve(str(tmp_path))
+    run = root.path("runs", "r")
+    assert last_logged_step(root, run) is None  # before the first step
+    os.makedirs(run)
+    path = os.path.join(run, "metrics.jsonl")
+    with open(path, "w") as f:
+        f.write("".join(json.dumps({"step": s, "loss": 1.0 / s, "task": "t" * 50}) + "\n" for s in range(1, 500)))
+    assert os.path.getsize(path) > 8192  # only the tail is read
+    assert last_logged_step(root, run)["step"] == 499
+    with open(path, "a") as f:
+        f.write('{"step": 500, "lo')  # a row still being written
+    assert last_logged_step(root, run)["step"] == 499
+    with open(path, "w") as f:
+        f.write('{"step": 1, "lo')
+    assert last_logged_step(root, run) is None
+
+
+def test_training_progress_is_logged_when_the_step_moves(tmp_path, caplog, monkeypatch):
+    import logging
+
+    from pipelines.train_progress import TrainProgress
+
+    progress = TrainProgress(DataRoot.resolve(str(tmp_path)), str(tmp_path), total_steps=40)
+    clock = iter([0.0, 10.0, 20.0, 30.0, 40.0])
+    monkeypatch.setattr("pipelines.train_progress.time.monotonic", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger="quarry"):
+        for step in (5, 5, 3, 13):  # the same step again, then a restart back to its checkpoint
+            progress._report(step, 0.5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "train: step 5 of 40, loss 0.5000", "train: step 13 of 40, loss 0.5000, 1.00 steps/s"]  # 10 steps since the restart seen at 20 s
 
 
 def test_replace_dir_publishes_the_new_folder_whole(tmp_path):
