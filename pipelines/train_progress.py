@@ -3,7 +3,7 @@
 The workers' own output stays in Ray's log files unless ``quarry -v``, and Ray Train hears
 of checkpoints only (``trainers.train_loop``), so a long run would print nothing between
 its start and its end. While ``trainer.fit()`` runs, a thread reads the last row of the
-run's ``metrics.jsonl`` (``trainers.run_files.last_logged_step``) every
+run's ``metrics.jsonl`` (``trainers.run_files.last_logged_row``) every
 ``PROGRESS_EVERY_S`` and logs it when the step has moved: every step's row on a local root,
 each checkpoint's on an object store.
 """
@@ -15,7 +15,7 @@ import threading
 import time
 
 from storage import DataRoot
-from trainers.run_files import last_logged_step
+from trainers.run_files import last_logged_row
 
 log = logging.getLogger("quarry")
 
@@ -25,9 +25,9 @@ PROGRESS_EVERY_S = 30.0
 class TrainProgress:
     """``with TrainProgress(root, run_dir, total_steps):`` around ``trainer.fit()``."""
 
-    def __init__(self, root: DataRoot, run_dir: str, total_steps: int, every_s: float | None = None):
+    def __init__(self, root: DataRoot, run_dir: str, total_steps: int):
         self.root, self.run_dir, self.total_steps = root, run_dir, total_steps
-        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
+        self.every_s = PROGRESS_EVERY_S
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="quarry-train-progress", daemon=True)
         self._last: tuple[int, float] | None = None  # (step, when it was seen)
@@ -43,7 +43,7 @@ class TrainProgress:
     def _watch(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
-                row = last_logged_step(self.root, self.run_dir)
+                row = last_logged_row(self.root, self.run_dir)
             except OSError as e:  # a store that does not answer now may answer at the next poll
                 log.debug("train: progress not read: %s", e)
                 continue

@@ -47,7 +47,7 @@ def truncate_metrics(path: str, last_step: int) -> None:
     os.replace(tmp, path)
 
 
-def last_logged_step(root: DataRoot, run_dir: str, tail_bytes: int = 8192) -> dict | None:
+def last_logged_row(root: DataRoot, run_dir: str, tail_bytes: int = 8192) -> dict | None:
     """The last complete row of a run's ``metrics.jsonl`` on ``root``, from the file's tail
     (None before the first row). On a local root the rank-0 worker appends it step by step;
     on an object store it is the copy of the last checkpoint (``RunFiles.sync``)."""

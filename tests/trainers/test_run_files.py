@@ -6,11 +6,10 @@ import os
 
 import pytest
 
-from storage import InputError
+from storage import DataRoot, InputError
 from storage.published import replace_dir
 from trainers.config import TrainConfig
-from storage import DataRoot
-from trainers.run_files import last_logged_step, truncate_metrics
+from trainers.run_files import last_logged_row, truncate_metrics
 
 
 def test_truncate_metrics_keeps_rows_up_to_the_checkpoint_and_drops_a_torn_line(tmp_path):
@@ -25,22 +24,22 @@ def test_truncate_metrics_keeps_rows_up_to_the_checkpoint_and_drops_a_torn_line(
     assert not (tmp_path / "absent.jsonl").exists()
 
 
-def test_last_logged_step_is_the_last_whole_row_of_the_tail(tmp_path):
+def test_last_logged_row_is_the_last_whole_row_of_the_tail(tmp_path):
     root = DataRoot.resolve(str(tmp_path))
     run = root.path("runs", "r")
-    assert last_logged_step(root, run) is None  # before the first step
+    assert last_logged_row(root, run) is None  # before the first step
     os.makedirs(run)
     path = os.path.join(run, "metrics.jsonl")
     with open(path, "w") as f:
         f.write("".join(json.dumps({"step": s, "loss": 1.0 / s, "task": "t" * 50}) + "\n" for s in range(1, 500)))
     assert os.path.getsize(path) > 8192  # only the tail is read
-    assert last_logged_step(root, run)["step"] == 499
+    assert last_logged_row(root, run)["step"] == 499
     with open(path, "a") as f:
         f.write('{"step": 500, "lo')  # a row still being written
-    assert last_logged_step(root, run)["step"] == 499
+    assert last_logged_row(root, run)["step"] == 499
     with open(path, "w") as f:
         f.write('{"step": 1, "lo')
-    assert last_logged_step(root, run) is None
+    assert last_logged_row(root, run) is None
 
 
 def test_training_progress_is_logged_when_the_step_moves(tmp_path, caplog, monkeypatch):
