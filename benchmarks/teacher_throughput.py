@@ -136,6 +136,7 @@ def main() -> None:
     p.add_argument("--st-batch", type=int, default=32, help="sentence-transformers' texts per pass (its default)")
     p.add_argument("--repeats", type=int, default=1, help="timed passes per side, best kept")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100 SXM: 989)")
+    p.add_argument("--json", help="write the results here (benchmarks/gpu_check.py reads them)")
     args = p.parse_args()
 
     from contextlib import nullcontext
@@ -178,18 +179,28 @@ def main() -> None:
     s_seconds = best_of(args.repeats, lambda: st_encode(texts))
     agree = float(np.min(np.sum(q_vectors * st_encode(texts[:256]).astype(np.float32), axis=1)))
 
+    name = torch.cuda.get_device_name() if kind == "cuda" else f"{platform.machine()}, {os.cpu_count()} CPUs"
     print()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs"
-          + (f", {torch.cuda.get_device_name()}" if kind == "cuda" else "")
-          + f"; torch {torch.__version__}")
+          + (f", {name}" if kind == "cuda" else "") + f"; torch {torch.__version__}")
     print(f"{'encoder':42} {'seconds':>8} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6}")
-    for label, seconds in ((f"Quarry Teacher.encode, budget {budget} tokens", q_seconds),
-                           (f"sentence-transformers encode, {args.st_batch} per pass", s_seconds)):
+    sides = {}
+    for side, label, seconds in (("quarry", f"Quarry Teacher.encode, budget {budget} tokens", q_seconds),
+                                 ("sentence_transformers", f"sentence-transformers encode, {args.st_batch} per pass",
+                                  s_seconds)):
         tflops = 2 * params * tokens / seconds / 1e12
+        sides[side] = {"seconds": seconds, "tokens_per_s": tokens / seconds, "tflops": tflops,
+                       "mfu": tflops / args.peak_tflops if kind == "cuda" else None}
         mfu = f"{tflops / args.peak_tflops:6.1%}" if kind == "cuda" else "     -"
         print(f"{label:42} {seconds:8.1f} {tokens / seconds:10.0f} {tflops:8.2f} {mfu}")
     print(f"Quarry vs sentence-transformers: {s_seconds / q_seconds:.2f}x the tokens/s; "
           f"lowest cosine between their vectors of the first {len(q_vectors)} passages: {agree:.5f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": name, "torch": torch.__version__, "shape": args.shape, "precision": args.precision,
+                       "passages": len(texts), "tokens": tokens, "parameters": params, "budget": budget,
+                       "st_batch": args.st_batch, **sides, "ratio": s_seconds / q_seconds, "lowest_cosine": agree},
+                      f, indent=1)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
 from storage.catalog import Catalog
 from storage.changes import COUNTS, ChangeSummary
 from storage.errors import InputError, ReadOnlyError, first_line
+
+if TYPE_CHECKING:
+    # duckdb is imported where a query runs, not with ``storage``: the layers above import
+    # ``storage`` everywhere, also where no SQL runs and duckdb need not be installed (a GPU
+    # machine running the model's tests and benchmarks, benchmarks/gpu_check.sh).
+    import duckdb
 
 # EXPLAIN ANALYZE runs its statement: "explain analyze drop view catalog" drops the view.
 # What follows EXPLAIN and its options is therefore parsed again and must be a SELECT.
@@ -56,6 +62,8 @@ class QueryEngine:
     pins: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
         con = duckdb.connect(":memory:")
         by_kind: dict[str, list[tuple[str, str, str]]] = {}
         catalog_rows, change_rows = [], []
@@ -86,6 +94,8 @@ class QueryEngine:
         return con
 
     def relation(self, sql: str, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
+        import duckdb
+
         check_read_only(sql, con)
         try:
             return con.sql(sql)
@@ -93,6 +103,8 @@ class QueryEngine:
             raise InputError(f"query failed: {first_line(e)}") from None
 
     def run(self, sql: str) -> pa.Table:
+        import duckdb
+
         con = self.connect()
         rel = self.relation(sql, con)
         try:
@@ -117,6 +129,8 @@ def _change_rows(m) -> list[tuple]:
 
 
 def check_read_only(sql: str, con: duckdb.DuckDBPyConnection) -> None:
+    import duckdb
+
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:
@@ -137,6 +151,8 @@ def check_read_only(sql: str, con: duckdb.DuckDBPyConnection) -> None:
 
 def _explained_statement(sql: str, con: duckdb.DuckDBPyConnection) -> duckdb.StatementType | None:
     """The type of the statement an EXPLAIN wraps, or None when it cannot be told (refused)."""
+    import duckdb
+
     prefix = _EXPLAIN_PREFIX.match(sql)
     if prefix is None:
         return None

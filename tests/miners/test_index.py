@@ -51,8 +51,10 @@ def test_depth_is_capped_at_the_pool_size_and_bad_input_is_clear(data):
 
 
 def _faiss_gpus() -> int:
-    import faiss
-
+    try:
+        import faiss
+    except ImportError:  # a GPU machine without FAISS (`pytest -m gpu` there): nothing to compare
+        return 0
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
