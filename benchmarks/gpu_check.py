@@ -35,9 +35,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 
@@ -101,15 +103,22 @@ def gpu_test_modules() -> list[str]:
 def run_step(cmd: list[str], log_path: str, limit_s: float) -> tuple[int | None, str]:
     """Run ``cmd`` in the repository with its output in ``log_path``: (exit code or None if it
     ran out of time, its last non-empty line)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=limit_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # its children too (pytest's, a loader's)
-            proc.wait()
-            code = None
+    # The step's temporary files go when it ends: each 7B step writes its model to disk
+    # (14.5 GB, twice for the teacher), and the GPU machines have 64 GiB of disk.
+    scratch = tempfile.mkdtemp(prefix="gpu-check-")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TMPDIR": scratch}
+    try:
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+            try:
+                code = proc.wait(timeout=limit_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # its children too (pytest's, a loader's)
+                proc.wait()
+                code = None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     with open(log_path, errors="replace") as f:
         lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]
     return code, (lines[-1] if lines else "")
