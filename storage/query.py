@@ -29,7 +29,7 @@ from storage.errors import InputError, ReadOnlyError, first_line
 if TYPE_CHECKING:
     # duckdb is imported where a query runs, not with ``storage``: the layers above import
     # ``storage`` everywhere, also where no SQL runs and duckdb need not be installed (a GPU
-    # machine running the model's tests and benchmarks, benchmarks/gpu_check.sh).
+    # machine running the model's tests and benchmarks, benchmarks/gpu_check.py).
     import duckdb
 
 # EXPLAIN ANALYZE runs its statement: "explain analyze drop view catalog" drops the view.
