@@ -64,6 +64,13 @@ def start_local_ray(num_cpus: int, temp_dir: str, *, log_to_driver: bool) -> Non
     # Training workers of a private local Ray talk over loopback; gloo would otherwise
     # pick the interface of the machine's hostname.
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # Ray Train starts a preemption watcher per run: an actor that polls Ray for nodes being
+    # drained (spot instances reclaimed). A private Ray's one node is this machine, so the
+    # watcher is only one more process beside the training workers, and one core_worker
+    # error line under `quarry -v`. Read by Ray Train from the driver's environment when a
+    # run starts. 20-step tiny trainings took 48.7-52.2 s without it, 52.8-53.3 s with it
+    # (three pairs, 2 cores; docs/operations.md).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     import ray
 
     # Ray 2.60 turns token authentication on for a new local cluster (RAY_AUTH_MODE unset)

@@ -176,6 +176,17 @@ def test_two_worker_training_lowers_the_loss_and_resume_matches(root, full, tmp_
     assert vectors.shape == (2, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
 
 
+def test_a_private_ray_trains_without_a_preemption_watcher(ray_local, full):
+    """On the private local Ray (pipelines.ray_runtime.start_local_ray) the undisturbed run
+    started Ray Train's cluster helpers except the preemption watcher, whose one node
+    cannot be drained."""
+    logs = os.path.join(ray_local, "session_latest", "logs", "train")
+    controller = "".join(open(os.path.join(logs, f)).read()
+                         for f in os.listdir(logs) if f.startswith("ray-train-sys-controller"))
+    assert "PlacementGroupCleaner launched" in controller  # the controller's log of the run
+    assert "PreemptionCallback: started watcher" not in controller
+
+
 def test_a_run_that_loses_a_worker_then_its_driver_ends_the_same(root, full):
     """checkpoint_every is 10 in the config. One run, as `quarry train` in its own process:
     - a training worker gets SIGKILL after step 12 is logged: Ray Train (FailureConfig)
