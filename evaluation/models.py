@@ -162,4 +162,10 @@ def resolve_model(name: str, models_dir: str | None = None, max_length: int | No
         raise InputError(f"--model {name}: {path} is neither a saved Quarry model ({_config_name()}) nor a "
                          "sentence-transformers folder (modules.json or config.json)")
     spec = TeacherSpec(teacher=path, max_length=max_length, precision=precision)
-    return SentenceTransformerRef(name=name, resolved=resolve_teacher(spec))
+    try:
+        resolved = resolve_teacher(spec, role="--model")
+    except InputError as e:
+        if models_dir and "/" not in name and not is_packaged(name):  # could have been a run name
+            raise InputError(f"{e} (nor a saved model under {models_dir})") from None
+        raise
+    return SentenceTransformerRef(name=name, resolved=resolved)

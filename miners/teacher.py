@@ -51,23 +51,24 @@ _HUB_IGNORE = ["*.md", "onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*
                "rust_model*", "coreml/*"]
 
 
-def resolve_model_dir(name: str, revision: str | None = None) -> tuple[str, str | None]:
+def resolve_model_dir(name: str, revision: str | None = None, role: str = "teacher") -> tuple[str, str | None]:
     """(local folder, hub commit or None) for a packaged model, a local folder or a hub id.
 
     A hub id is resolved to a snapshot at a commit (downloaded, or from the local hub cache
     when offline), so a moving branch such as ``main`` never stands for two models.
+    ``role`` names the model in errors: ``teacher`` for mining, ``--model`` for ``eval``.
     """
     if is_packaged(name):
         return resolve_packaged(name), None
     if os.path.isdir(name):
         return name, None
-    check_folder_or_hub_id(name, "teacher")
+    check_folder_or_hub_id(name, role)
     from huggingface_hub import snapshot_download
 
     try:
         path = snapshot_download(repo_id=name, revision=revision, ignore_patterns=_HUB_IGNORE)
     except (OSError, ValueError) as e:  # hub errors are OSErrors; a malformed id is a ValueError
-        raise InputError(f"teacher {name!r} is neither a local folder nor a model the hub provides "
+        raise InputError(f"{role} {name!r} is neither a local folder nor a model the hub provides "
                          f"(revision {revision or 'main'}): {first_line(e)}") from None
     return path, os.path.basename(os.path.normpath(path))
 
@@ -232,13 +233,13 @@ class ResolvedTeacher:
         return Teacher(self, device=device, num_threads=num_threads)
 
 
-def resolve_teacher(spec: TeacherSpec, device: str = "cpu") -> ResolvedTeacher:
+def resolve_teacher(spec: TeacherSpec, device: str = "cpu", role: str = "teacher") -> ResolvedTeacher:
     """Find the teacher's folder and fingerprint it; read its max length without loading
     weights when ``sentence_bert_config.json`` says it (the driver names the cache before
     any actor loads the model). ``device``: where the encoders will run, which decides what
-    ``auto`` precision means."""
+    ``auto`` precision means. ``role``: how errors name the model."""
     spec = replace(spec, precision=resolve_precision(spec.precision, device))
-    path, commit = resolve_model_dir(spec.teacher, spec.revision)
+    path, commit = resolve_model_dir(spec.teacher, spec.revision, role)
     fp = fingerprint(path, commit)
     max_length = spec.max_length or _configured_max_length(path)
     if not max_length:

@@ -88,7 +88,9 @@ def test_mteb_through_sentence_transformers_gets_the_same_scores(root, quarry_mo
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--model", "/no/such/model"], "/no/such/model"),
+    (["--model", "/no/such/model"], "--model '/no/such/model': no such folder"),
+    (["--model", "no-such-run"], "--model 'no-such-run' is neither a local folder nor a model the hub provides"),
+    (["--model", "no-such-run"], "(nor a saved model under "),
     (["--model", TEACHER, "--split", "validation"], "--split must be one of train, dev, test"),
     (["--model", TEACHER, "--tasks", "nope"], "has no task 'nope'"),
     (["--model", TEACHER, "--examples", "missing"], "no examples dataset named 'missing'"),
