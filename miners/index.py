@@ -17,6 +17,7 @@ from storage import InputError
 log = logging.getLogger("quarry")
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
+MIN_TRAIN_PER_LIST = 39  # FAISS's ClusteringParameters.min_points_per_centroid
 
 
 def _faiss():
@@ -32,6 +33,11 @@ class IndexConfig:
     kind: str = "flat"
     nlist: int | None = None  # ivf: number of lists (default about 4*sqrt(n))
     nprobe: int = 16  # ivf: lists visited per query
+    # ivf: k-means training points per list, a sample FAISS draws. FAISS's own cap is 256,
+    # which at 4 sqrt(n) lists trains on every one of 1M passages: 266 s of a 1M build on 2
+    # cores, the stage that grew worst. 64 (within FAISS's 39-256) took 64 s there with
+    # the same recall@50 against flat (docs/benchmarks.md, "Mining at scale").
+    train_per_list: int = 64
     hnsw_m: int = 32
     ef_search: int = 128
     use_gpu: bool | None = None  # None: when available
@@ -43,6 +49,9 @@ class IndexConfig:
                             ("ef_search", self.ef_search)):
             if value is not None and value < 1:
                 raise InputError(f"{flag} must be at least 1, got {value}")
+        if self.train_per_list < MIN_TRAIN_PER_LIST:
+            raise InputError(f"--train-per-list must be at least {MIN_TRAIN_PER_LIST} (fewer, and FAISS's k-means "
+                             f"warns that it has too few points), got {self.train_per_list}")
 
 
 class Searcher:
@@ -59,6 +68,7 @@ class Searcher:
         elif cfg.kind == "ivf":
             nlist = cfg.nlist or max(1, min(int(4 * np.sqrt(self.size)), self.size // 39 or 1))
             index = faiss.index_factory(self.dim, f"IVF{nlist},Flat", metric)
+            index.cp.max_points_per_centroid = cfg.train_per_list
             index.train(vectors)
             index.nprobe = min(cfg.nprobe, nlist)
         else:

@@ -131,7 +131,8 @@ def mine_config(args) -> MineConfig:
                                           precision=args.teacher_precision),
                       selection=SelectionConfig(strategy=args.strategy, margin=args.margin, **common),
                       class_selection=SelectionConfig(strategy=args.class_strategy, margin=args.class_margin, **common),
-                      depth=args.depth, index=IndexConfig(kind=args.index, nlist=args.nlist, nprobe=args.nprobe),
+                      depth=args.depth, index=IndexConfig(kind=args.index, nlist=args.nlist, nprobe=args.nprobe,
+                                                          train_per_list=args.train_per_list),
                       batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
                       query_prompt=args.query_prompt, task_instructions=args.task_instructions, encoders=args.encoders,
                       encode_in=args.encode_in, reuse=not args.no_reuse)
@@ -478,6 +479,8 @@ def add_mine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nlist", type=int, help="ivf: number of lists (default about 4 x sqrt(pool size))")
     p.add_argument("--nprobe", type=int, default=default(IndexConfig, "nprobe"),
                    help="ivf: lists searched per query (default %(default)s)")
+    p.add_argument("--train-per-list", type=int, default=default(IndexConfig, "train_per_list"),
+                   help="ivf: k-means training points per list, sampled (default %(default)s; FAISS's own: 256)")
     p.add_argument("--batch-size", type=int, default=default(MineConfig, "batch_size"),
                    help="most texts per teacher forward pass (default %(default)s)")
     p.add_argument("--max-batch-tokens", type=int,

@@ -30,6 +30,17 @@ def test_ivf_visiting_every_list_is_exact(data):
     assert np.array_equal(ids, brute_force_topk(queries, pool, 10)[1])
 
 
+def test_ivf_trains_on_the_sample_it_is_given_and_stays_exact_when_every_list_is_visited(data):
+    """FAISS draws ``train_per_list`` points per list for k-means (2,000 vectors, 16 lists, 39
+    per list: 624 of them); visiting every list still gives the exact top-k."""
+    pool, queries = data
+    searcher = Searcher(pool, IndexConfig(kind="ivf", nlist=16, nprobe=16, train_per_list=39))
+    assert searcher.index.cp.max_points_per_centroid == 39
+    assert np.array_equal(searcher.search(queries, 10)[1], brute_force_topk(queries, pool, 10)[1])
+    with pytest.raises(InputError, match="--train-per-list must be at least 39"):
+        IndexConfig(kind="ivf", train_per_list=38)
+
+
 def test_hnsw_recall_is_high(data):
     pool, queries = data
     _, ids = Searcher(pool, IndexConfig(kind="hnsw", ef_search=256)).search(queries, 10)

@@ -33,6 +33,7 @@ CASES = [
      "error: --out /no/such/dir/out.parquet: no such folder /no/such/dir"),
     (["mine", "--index", "ivf", "--nlist", "-3"], "error: --nlist must be at least 1, got -3"),
     (["mine", "--nprobe", "0"], "error: --nprobe must be at least 1, got 0"),
+    (["mine", "--index", "ivf", "--train-per-list", "8"], "error: --train-per-list must be at least 39"),
     (["mine", "--strategy", "topk", "--margin", "0.5"], "error: strategy topk takes no margin, got 0.5"),
     (["mine", "--encoders", "0"], "error: --encoders must be at least 1, got 0"),
     (["build", "wiki", "--passage-tokens", "64", "--tokenizer", "/no/such/tokenizer"],
