@@ -1,5 +1,5 @@
 """Every process of the private local Ray listens on loopback only (issue 11), and its
-idle workers exit instead of holding memory between stages (issue 13).
+idle workers exit, and return freed memory, instead of holding it between stages (issue 13).
 
 Measured before the fix on a machine with a non-loopback address: the GCS, raylet, workers
 and agents listened on 0.0.0.0, :: or that address (12 sockets). Both ways Quarry starts
@@ -86,6 +86,36 @@ def test_idle_workers_of_the_local_ray_exit(ray_local):
     while running() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert running() == set(), f"workers {sorted(running())} still idle {IDLE_WORKER_EXIT_MS / 1000 + 20:.0f} s later"
+
+
+
+@ray.remote(num_cpus=0)
+class _ArrowWorker:
+    def rss_after_freeing(self, mib: int) -> tuple[int, int, int]:
+        """RSS before, holding and after freeing ``mib`` Arrow buffers of 1 MiB each, with no
+        allocation after the free (as a worker that has returned its block and gone idle).
+        Buffers of this size, as compute kernels return them, are what mimalloc kept; one
+        buffer of hundreds of MiB it returns at once either way."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        rss = lambda: psutil.Process().memory_info().rss  # noqa: E731
+        ones = pa.array([1] * (1 << 17), pa.int64())  # 1 MiB
+        before = rss()
+        buffers = [pc.add(ones, i) for i in range(mib)]
+        held = rss()
+        del buffers
+        return before, held, rss()
+
+
+def test_workers_of_the_local_ray_hand_freed_arrow_memory_back():
+    # Arrow's mimalloc kept a freed buffer's pages until its next allocation: idle workers
+    # held 0.50 GiB at a cold mine's peak (docs/benchmarks.md). MIMALLOC_PURGE_DELAY=0,
+    # set for the private Ray's processes, hands them back at once.
+    worker = _ArrowWorker.remote()
+    before, held, after = ray.get(worker.rss_after_freeing.remote(256))
+    assert held - before > 200 << 20, "the buffers never took memory: the check would prove nothing"
+    assert after - before < 64 << 20, f"the worker kept {(after - before) >> 20} MiB of 256 MiB freed"
 
 
 def test_a_fresh_cli_process_starts_ray_on_loopback_only():
