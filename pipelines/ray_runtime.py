@@ -76,8 +76,8 @@ def start_local_ray(num_cpus: int, temp_dir: str, *, log_to_driver: bool) -> Non
     # them (0.50 GiB over the idle workers of a cold vital mine, at the peak, on 2 cores):
     # purged at once, they go back to the system. Inherited by the workers from this
     # process's environment; a process that loaded pyarrow before keeps its own setting.
-    # Measured alone: 134 MB of Arrow buffers freed, the process kept 279 MB of RSS by
-    # default, 141 MB with this (docs/benchmarks.md).
+    # Measured alone: after freeing 256 Arrow buffers of 1 MiB, a process kept all 298 MiB
+    # of RSS they had added by default, 10 MiB with this (docs/benchmarks.md).
     os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
     import ray
 

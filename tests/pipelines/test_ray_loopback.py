@@ -88,7 +88,6 @@ def test_idle_workers_of_the_local_ray_exit(ray_local):
     assert running() == set(), f"workers {sorted(running())} still idle {IDLE_WORKER_EXIT_MS / 1000 + 20:.0f} s later"
 
 
-
 @ray.remote(num_cpus=0)
 class _ArrowWorker:
     def rss_after_freeing(self, mib: int) -> tuple[int, int, int]:
