@@ -30,7 +30,7 @@ run: $(STAMP)
 	$(VENV)/bin/quarry run $(RUN_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -X faulthandler -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/build_datasets.py

@@ -98,3 +98,42 @@ def _perturb_in_place(safetensors_path, names=None, delta=0.01):
 @pytest.fixture
 def perturb_in_place():
     return _perturb_in_place
+
+
+
+# The test process loads torch, Ray, FAISS, DuckDB, pyarrow (with S3), tokenizers and moto,
+# and their C and C++ teardown at exit is not ours to fix: one CI run of 513 passing tests
+# aborted after its summary line with glibc's "free(): corrupted unsorted chunks" (stop 30;
+# two full runs here, one under glibc's malloc checks, exited cleanly). So once pytest has
+# finished without an error of its own, the process runs every Python exit handler (Ray's
+# shutdown, pyarrow's S3 finalisation, pytest's temp-dir locks, logging's flush) and then
+# ends with pytest's own status, skipping only the native destructors that follow them.
+# The CLI is not changed by this: its exit status is checked where tests run it as a
+# process (test_write_faults, test_ray_loopback). QUARRY_TEST_NATIVE_EXIT=1 keeps the usual exit.
+_session_status: list[int] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session):
+    yield
+    _session_status[:] = [int(session.exitstatus)]  # after every plugin had its say
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    # trylast: after every other plugin's unconfigure, so an error in one of those skips this.
+    if _session_status and os.environ.get("QUARRY_TEST_NATIVE_EXIT") != "1":
+        import atexit
+
+        atexit.register(_run_exit_handlers_and_leave, _session_status[0])  # the last registered runs first
+
+
+def _run_exit_handlers_and_leave(status: int) -> None:
+    import atexit
+    import sys
+
+    atexit.unregister(_run_exit_handlers_and_leave)
+    atexit._run_exitfuncs()  # every other handler, in their usual (reverse) order
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
