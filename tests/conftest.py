@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -100,7 +102,6 @@ def perturb_in_place():
     return _perturb_in_place
 
 
-
 # The test process loads torch, Ray, FAISS, DuckDB, pyarrow (with S3), tokenizers and moto,
 # and their C and C++ teardown at exit is not ours to fix: one CI run of 513 passing tests
 # aborted after its summary line with glibc's "free(): corrupted unsorted chunks" (stop 30;
@@ -123,15 +124,10 @@ def pytest_sessionfinish(session):
 def pytest_unconfigure(config):
     # trylast: after every other plugin's unconfigure, so an error in one of those skips this.
     if _session_status and os.environ.get("QUARRY_TEST_NATIVE_EXIT") != "1":
-        import atexit
-
         atexit.register(_run_exit_handlers_and_leave, _session_status[0])  # the last registered runs first
 
 
 def _run_exit_handlers_and_leave(status: int) -> None:
-    import atexit
-    import sys
-
     atexit.unregister(_run_exit_handlers_and_leave)
     atexit._run_exitfuncs()  # every other handler, in their usual (reverse) order
     for stream in (sys.stdout, sys.stderr):
