@@ -1,6 +1,7 @@
 """Re-mining after a weekly edit vs a cold mine, on the full embedded vital articles.
 
-    python benchmarks/remine.py [--edit 0.03 --add 0.01 --delete 0.01] [--root DIR]
+    python benchmarks/remine.py [--edit 0.03 --add 0.01 --delete 0.01] [--root DIR] [--save-snapshot SNAP]
+    python benchmarks/remine.py --from-snapshot SNAP [--repeat 3]
 
 1. the English vital articles (10,033) as a JSONL files source, less the articles held
    back to be "added" later; ``quarry build wiki`` + ``build tasks`` (configs/tasks/vital.yaml);
@@ -22,6 +23,8 @@ find them imported by the cold mine. Each process starts its own local Ray and w
 for it to settle before the clock starts; Ray's start-up is in no figure, and the build
 and refresh steps run in this process on its own Ray, shut down while a mine runs.
 Peak RSS is the whole process tree (Ray included).
+``--save-snapshot SNAP`` copies the data root after the first refresh; ``--from-snapshot
+SNAP`` then times that re-mine alone, on a fresh copy of the snapshot each time.
 A benchmark, not a test: record the figures and the machine in docs/benchmarks.md.
 """
 
@@ -31,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -136,16 +140,33 @@ def timed(label: str, fn, results: list):
     return value
 
 
-def _remine(catalog: Catalog, results: list, suffix: str, teacher: TeacherSpec):
-    """refresh, the re-mine, and the reference that searches every query again."""
+def _remine(catalog: Catalog, results: list, suffix: str, teacher: TeacherSpec, snapshot: str | None = None):
+    """refresh, the re-mine, and the reference that searches every query again; ``snapshot``:
+    where to copy the refreshed data root first."""
     ensure_ray()
     refreshed = timed(f"refresh{suffix}", lambda: refresh(RefreshConfig(), catalog), results)
+    if snapshot:
+        shutil.copytree(catalog.root.uri, snapshot)
+        print(f"the refreshed data root, copied to {snapshot} (--from-snapshot {snapshot} times its re-mine)")
     again = timed_mine(f"re-mine{suffix}", MineConfig(examples="vital", teacher=teacher), catalog, results)
     # Another name, so its own previous run is not the re-mine's; the embedding cache is shared.
     timed_mine(f"re-mine{suffix}, every query searched (--no-reuse)",
                MineConfig(examples="vital", name="vital-full", reuse=False, teacher=teacher), catalog, results)
     same = {kind: compare(catalog, kind, "vital", "vital-full") for kind in ("negatives", "rejections")}
     return refreshed, again, same
+
+
+def time_snapshot(snapshot: str, repeat: int, teacher: TeacherSpec) -> None:
+    """The re-mine of a saved snapshot, ``repeat`` times, each on a fresh copy of it."""
+    results: list = []
+    for i in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = os.path.join(tmp, "data")
+            shutil.copytree(snapshot, root)
+            again = timed_mine(f"re-mine of the snapshot, run {i + 1}", MineConfig(examples="vital", teacher=teacher),
+                               Catalog(root), results)
+    print(f"{again.embed_stats.summary()}; reuse {again.reuse}")
+    print(" ".join(f"{s:.1f}" for _, s, _ in results), "s")
 
 
 def main() -> None:
@@ -156,7 +177,18 @@ def main() -> None:
     p.add_argument("--second-edit", type=float, default=0.01, help="then this fraction of other articles edited")
     p.add_argument("--root", help="data root (default: a fresh temporary folder)")
     p.add_argument("--precision", default="auto", help="teacher precision of every mine (default %(default)s)")
+    p.add_argument("--save-snapshot", metavar="DIR",
+                   help="copy the data root to DIR after the first refresh, before its re-mine")
+    p.add_argument("--from-snapshot", metavar="DIR",
+                   help="only time the re-mine of a saved snapshot, on a fresh copy of it each time")
+    p.add_argument("--repeat", type=int, default=3, help="re-mines of --from-snapshot (default %(default)s)")
     args = p.parse_args()
+    if args.save_snapshot and os.path.exists(args.save_snapshot):
+        sys.exit(f"--save-snapshot: {args.save_snapshot} exists; name a new folder")
+    if args.from_snapshot and not os.path.isdir(os.path.join(args.from_snapshot, "negatives")):
+        sys.exit(f"--from-snapshot: {args.from_snapshot} is not a data root saved by --save-snapshot")
+    if args.from_snapshot:
+        return time_snapshot(args.from_snapshot, args.repeat, TeacherSpec(precision=args.precision))
 
     work = args.root or tempfile.mkdtemp(prefix="quarry-remine-")
     os.makedirs(work, exist_ok=True)
@@ -182,7 +214,8 @@ def main() -> None:
         r["extract"] = (r["extract"] or "") + EDIT
     edited = edited[:n_edit] + edited[n_edit + n_delete:] + held_back
     write_jsonl(docs, edited)
-    weeks = [(f"{(n_edit + n_delete + n_add) / n:.0%} edit", *_remine(catalog, results, "", teacher))]
+    weeks = [(f"{(n_edit + n_delete + n_add) / n:.0%} edit",
+              *_remine(catalog, results, "", teacher, args.save_snapshot))]
     # A smaller edit of other articles: the share of queries it cannot reach grows as the edit shrinks.
     n_small = round(n * args.second_edit)
     for r in edited[n_edit:n_edit + n_small]:
