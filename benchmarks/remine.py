@@ -185,9 +185,11 @@ def main() -> None:
     args = p.parse_args()
     if args.save_snapshot and os.path.exists(args.save_snapshot):
         sys.exit(f"--save-snapshot: {args.save_snapshot} exists; name a new folder")
-    if args.from_snapshot and not os.path.isdir(os.path.join(args.from_snapshot, "negatives")):
-        sys.exit(f"--from-snapshot: {args.from_snapshot} is not a data root saved by --save-snapshot")
     if args.from_snapshot:
+        if not os.path.isdir(os.path.join(args.from_snapshot, "negatives")):
+            sys.exit(f"--from-snapshot: {args.from_snapshot} is not a data root saved by --save-snapshot")
+        if args.repeat < 1:
+            sys.exit(f"--repeat must be at least 1, got {args.repeat}")
         return time_snapshot(args.from_snapshot, args.repeat, TeacherSpec(precision=args.precision))
 
     work = args.root or tempfile.mkdtemp(prefix="quarry-remine-")
