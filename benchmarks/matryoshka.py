@@ -25,14 +25,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pipelines.builders.corpus import WikiBuildConfig, build_wiki  # noqa: E402
+from pipelines.builders.task_spec import load_task_set  # noqa: E402
+from pipelines.builders.tasks import build_tasks  # noqa: E402
 from pipelines.evaluate import EvalConfig, evaluate  # noqa: E402
-from pipelines.export import ExportConfig, export_shards  # noqa: E402
-from pipelines.main_job import DEFAULT_TASK_SPEC, DEFAULT_TRAIN_CONFIG  # noqa: E402
 from pipelines.mine import MineConfig, mine  # noqa: E402
-from pipelines.task_spec import load_task_set  # noqa: E402
-from pipelines.tasks import build_tasks  # noqa: E402
-from pipelines.train import discard_uncheckpointed_run, load_train_config, run_state, train  # noqa: E402
-from pipelines.wiki import WikiBuildConfig, build_wiki  # noqa: E402
+from pipelines.run import DEFAULT_TASK_SPEC, DEFAULT_TRAIN_CONFIG  # noqa: E402
+from pipelines.train.export import ExportConfig, export_shards  # noqa: E402
+from pipelines.train.launch import load_train_config, train  # noqa: E402
+from pipelines.train.run_state import discard_uncheckpointed_run, run_state  # noqa: E402
 from storage import Catalog  # noqa: E402
 
 TASKS = ["vital-desc2article", "vital-title2article"]  # the retrieval tasks stage 1 trains on

@@ -51,9 +51,9 @@ from mine_vs_sentence_transformers import build_inputs  # noqa: E402
 
 from miners.select import SelectionConfig  # noqa: E402
 from miners.teacher import TeacherSpec  # noqa: E402
+from pipelines.builders.sources import SourceConfig, load_embedded_table  # noqa: E402
 from pipelines.mine import MineConfig, mine  # noqa: E402
-from pipelines.ray_runtime import ensure_ray  # noqa: E402
-from pipelines.sources import SourceConfig, load_embedded_table  # noqa: E402
+from pipelines.runtime.local_ray import ensure_ray  # noqa: E402
 from storage import Catalog  # noqa: E402
 
 GIB = 2 ** 30
@@ -169,7 +169,7 @@ CHILD = """
 import logging, os, pickle, sys, time
 sys.path.insert(0, {repo!r})
 from pipelines.mine import mine
-from pipelines.ray_runtime import ensure_ray
+from pipelines.runtime.local_ray import ensure_ray
 from storage import Catalog
 cfg, root, log, out = pickle.load(open(sys.argv[1], "rb"))
 handler = logging.FileHandler(log)

@@ -39,13 +39,13 @@ import psutil  # noqa: E402
 
 from miners.select import SelectionConfig  # noqa: E402
 from miners.teacher import TeacherSpec  # noqa: E402
+from pipelines.builders.corpus import WikiBuildConfig, build_wiki  # noqa: E402
+from pipelines.builders.sources import SourceConfig  # noqa: E402
+from pipelines.builders.task_spec import parse_task_set  # noqa: E402
+from pipelines.builders.tasks import build_tasks  # noqa: E402
 from pipelines.evaluate import EvalConfig, evaluate  # noqa: E402
 from pipelines.mine import MineConfig, mine  # noqa: E402
-from pipelines.ray_runtime import ensure_ray  # noqa: E402
-from pipelines.sources import SourceConfig  # noqa: E402
-from pipelines.task_spec import parse_task_set  # noqa: E402
-from pipelines.tasks import build_tasks  # noqa: E402
-from pipelines.wiki import WikiBuildConfig, build_wiki  # noqa: E402
+from pipelines.runtime.local_ray import ensure_ray  # noqa: E402
 from storage import Catalog  # noqa: E402
 
 SPEC = {"name": "bench", "corpus": "bench", "tasks": [{

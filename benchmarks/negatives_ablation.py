@@ -40,23 +40,22 @@ from dataclasses import dataclass, replace
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from miners.select import SelectionConfig  # noqa: E402
+from pipelines.builders.corpus import WikiBuildConfig, build_wiki  # noqa: E402
+from pipelines.builders.task_spec import load_task_set  # noqa: E402
+from pipelines.builders.tasks import build_tasks  # noqa: E402
 from pipelines.evaluate import EvalConfig, EvalResult, evaluate  # noqa: E402
-from pipelines.export import ExportConfig, export_shards  # noqa: E402
-from pipelines.main_job import DEFAULT_TASK_SPEC, DEFAULT_TRAIN_CONFIG  # noqa: E402
 from pipelines.mine import MineConfig, mine  # noqa: E402
-from pipelines.task_spec import load_task_set  # noqa: E402
-from pipelines.task_types import RETRIEVAL  # noqa: E402
-from pipelines.tasks import build_tasks  # noqa: E402
-from pipelines.train import (  # noqa: E402
-    discard_uncheckpointed_run,
+from pipelines.run import DEFAULT_TASK_SPEC, DEFAULT_TRAIN_CONFIG  # noqa: E402
+from pipelines.train.backbone import resolve_backbone  # noqa: E402
+from pipelines.train.export import ExportConfig, export_shards  # noqa: E402
+from pipelines.train.launch import (  # noqa: E402
     load_train_config,
-    resolve_backbone,
-    run_state,
     task_prompts,
     train,
 )
-from pipelines.wiki import WikiBuildConfig, build_wiki  # noqa: E402
+from pipelines.train.run_state import discard_uncheckpointed_run, run_state  # noqa: E402
 from storage import PACKAGED_MINILM, Catalog  # noqa: E402
+from storage.schemas import RETRIEVAL  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
 
 UNTRAINED = "abl-untrained"
@@ -131,7 +130,7 @@ def train_arm(catalog: Catalog, base: TrainConfig, examples: str, arm: Arm, seed
         return name
     if state.done is None:
         discard_uncheckpointed_run(cfg, catalog)
-    short = sum(s.get("short_of_negatives", 0) for s in shards.stats.values())
+    short = sum(p.short_of_negatives for p in shards.tasks.values())
     result = train(cfg, catalog, resume=state.done is not None)
     print(f"{name}: {result.metrics.get('step')} steps, last loss {result.metrics.get('loss', float('nan')):.4f} "
           f"({short} queries left out short of negatives)", flush=True)
@@ -197,7 +196,7 @@ def main() -> None:
     p.add_argument("--markdown", help="also write the table here")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="quarry: %(message)s", stream=sys.stderr)
-    from pipelines.cli import quiet_libraries
+    from pipelines.cli.console import quiet_libraries
 
     for noisy in ("faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -45,14 +45,14 @@ os.environ.setdefault("QUARRY_PROGRESS", "0")
 
 from benchmarks.mine_vs_sentence_transformers import PeakRSS  # noqa: E402
 from miners.teacher import TeacherSpec  # noqa: E402
-from pipelines.main_job import DEFAULT_TASK_SPEC  # noqa: E402
+from pipelines.builders.corpus import WikiBuildConfig, build_wiki  # noqa: E402
+from pipelines.builders.refresh import RefreshConfig, refresh  # noqa: E402
+from pipelines.builders.sources import SourceConfig, load_embedded_table  # noqa: E402
+from pipelines.builders.task_spec import load_task_set  # noqa: E402
+from pipelines.builders.tasks import build_tasks  # noqa: E402
 from pipelines.mine import MineConfig  # noqa: E402
-from pipelines.ray_runtime import ensure_ray  # noqa: E402
-from pipelines.refresh import RefreshConfig, refresh  # noqa: E402
-from pipelines.sources import SourceConfig, load_embedded_table  # noqa: E402
-from pipelines.task_spec import load_task_set  # noqa: E402
-from pipelines.tasks import build_tasks  # noqa: E402
-from pipelines.wiki import WikiBuildConfig, build_wiki  # noqa: E402
+from pipelines.run import DEFAULT_TASK_SPEC  # noqa: E402
+from pipelines.runtime.local_ray import ensure_ray  # noqa: E402
 from storage import Catalog  # noqa: E402
 
 COLUMNS = {"title": "title", "text": "extract", "description": "description", "topic": "topic"}
@@ -92,7 +92,7 @@ CHILD = """
 import os, pickle, sys, time
 sys.path.insert(0, {repo!r})
 from pipelines.mine import mine
-from pipelines.ray_runtime import ensure_ray
+from pipelines.runtime.local_ray import ensure_ray
 from storage import Catalog
 cfg, root, out = pickle.load(open(sys.argv[1], "rb"))
 ensure_ray()

@@ -39,10 +39,10 @@ from mine_vs_sentence_transformers import build_inputs  # noqa: E402
 
 from miners.cache import EmbeddingCache, embeddings_table  # noqa: E402
 from miners.index import IndexConfig, Searcher  # noqa: E402
-from miners.teacher import TeacherSpec, resolve_teacher, text_key  # noqa: E402
+from miners.teacher import TeacherSpec, cache_key, resolve_teacher  # noqa: E402
+from pipelines.builders.sources import SourceConfig  # noqa: E402
 from pipelines.mine import MineConfig, mine  # noqa: E402
-from pipelines.ray_runtime import ensure_ray  # noqa: E402
-from pipelines.sources import SourceConfig  # noqa: E402
+from pipelines.runtime.local_ray import ensure_ray  # noqa: E402
 from storage import Catalog  # noqa: E402
 
 DEPTH = 50
@@ -91,7 +91,7 @@ def fill_cache(catalog: Catalog, dim: int, clusters: int, seed: int) -> int:
     positives = np.array([row_of[p[0]] for p in examples.column("positive_ids").to_pylist()])
     noise = unit(rng.standard_normal((len(positives), dim), dtype=np.float32))
     query_vectors = unit(doc_vectors[positives] + 0.75 * noise)
-    keys = [text_key(t) for t in corpus.column("text").to_pylist()] + [text_key(q) for q in examples.column("query").to_pylist()]
+    keys = [cache_key(t) for t in corpus.column("text").to_pylist()] + [cache_key(q) for q in examples.column("query").to_pylist()]
     vectors = np.concatenate([doc_vectors, query_vectors])
     keys, first = np.unique(np.array(keys), return_index=True)  # a text shared by two rows is one entry
     vectors = vectors[first]
@@ -115,8 +115,8 @@ def recall(catalog: Catalog, kinds: list[str], sample: int, seed: int) -> tuple[
     corpus = catalog.read_table("corpus", "bench", columns=["text"]).column("text").to_pylist()
     queries = catalog.read_table("examples", "bench", columns=["query"]).column("query").to_pylist()
     picked = np.random.default_rng(seed).choice(len(queries), size=min(sample, len(queries)), replace=False)
-    docs = cache.load([text_key(t) for t in corpus])
-    q = cache.load([text_key(queries[i]) for i in picked])
+    docs = cache.load([cache_key(t) for t in corpus])
+    q = cache.load([cache_key(queries[i]) for i in picked])
     flat = Searcher(docs, IndexConfig(kind="flat"))
     t = time.perf_counter()
     _, exact = flat.search(q, DEPTH)

@@ -3,7 +3,7 @@
     pip install onnxruntime onnx      # not Quarry dependencies: only this benchmark needs them
     python benchmarks/teacher_backends.py [--texts 600] [--repeats 2] [--budget 2048] [--bf16]
 
-Why this exists: issue 13 asks for ``--teacher-backend onnx|openvino`` through
+Why this exists: a ``--teacher-backend onnx|openvino`` would go through
 sentence-transformers' ``backend=`` and optimum's export and quantisation. Those need
 optimum, and no optimum release installs beside transformers 5 (docs/benchmarks.md), so
 this measures what ONNX Runtime itself would give, with each library's own tools:
@@ -45,8 +45,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 from miners.teacher import Teacher, TeacherSpec, native_bf16_cpu, plan_batches  # noqa: E402
-from pipelines.embed_stage import CPU_BATCH_TOKENS  # noqa: E402
-from pipelines.sources import load_embedded_table  # noqa: E402
+from pipelines.builders.sources import load_embedded_table  # noqa: E402
+from pipelines.runtime.encoding import CPU_BATCH_TOKENS  # noqa: E402
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OTHER_BUDGET = 256  # the second batching, for batch dependence

@@ -2,8 +2,8 @@
 
     python benchmarks/teacher_roofline.py [--every 10] [--repeats 3] [--budget 2048]
 
-Why this exists: issue 13 asks for a cold mine at <= 0.5 of sentence-transformers' fp32
-time. Nearly all of a cold mine is the teacher's forward passes, and nearly all of those
+Why this exists: a cold mine at <= 0.5 of sentence-transformers' fp32 time was the
+goal. Nearly all of a cold mine is the teacher's forward passes, and nearly all of those
 are the Linear layers' matrix multiplies. This measures, in one process:
 
 1. the CPU's fp32 GEMM rate at the teacher's own Linear shapes (``torch.nn.functional.linear``
@@ -37,8 +37,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.teacher_backends import cpu_name  # noqa: E402
 from miners.teacher import Teacher, TeacherSpec, native_bf16_cpu, plan_batches  # noqa: E402
-from pipelines.embed_stage import CPU_BATCH_TOKENS  # noqa: E402
-from pipelines.sources import load_embedded_table  # noqa: E402
+from pipelines.builders.sources import load_embedded_table  # noqa: E402
+from pipelines.runtime.encoding import CPU_BATCH_TOKENS  # noqa: E402
 
 ST_BATCH = 32  # sentence-transformers' default batch_size
 

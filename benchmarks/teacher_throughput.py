@@ -5,7 +5,7 @@
 
 One process, no Ray (the GPU machines have none): ``Teacher.encode`` is what Quarry's
 encoder actor and the driver run, a padded-token budget per forward pass
-(``pipelines.embed_stage``: 32,768 tokens on a GPU, 2,048 on a CPU); sentence-transformers
+(``pipelines.runtime.encoding``: 32,768 tokens on a GPU, 2,048 on a CPU); sentence-transformers
 runs its own ``encode`` at its default 32 texts per pass. Same model object on disk, same
 texts, same device, same autocast. Each side is timed after a warm-up pass of 64 texts,
 once by default (``--repeats``: the best is kept; at the 7B shape one pass over 20,000
@@ -144,7 +144,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from miners.teacher import Teacher, TeacherSpec
-    from pipelines.embed_stage import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS  # imports no Ray at module level
+    from pipelines.runtime.encoding import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS  # imports no Ray at module level
 
     device = args.device
     kind = device.split(":")[0]

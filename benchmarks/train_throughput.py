@@ -36,7 +36,7 @@ from trainers.loss import loss_from_embeddings  # noqa: E402
 
 def build_backbone(name: str) -> str:
     if name.startswith("tiny:"):
-        from pipelines.sources import load_embedded_table
+        from pipelines.builders.sources import load_embedded_table
         from trainers.tiny import build_tiny_decoder
 
         texts = load_embedded_table("en", 300).column("extract").to_pylist()

@@ -5,6 +5,8 @@ encoder actor.
 A Quarry model encodes (instruction, text) pairs with the instruction tokenized apart and
 never pooled, exactly as in training. A sentence-transformers model (the teacher among them)
 sees an instruction as a prefix of the string, as ``prompt=`` does.
+
+Tested by tests/pipelines/evaluate/test_eval_ray.py.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from miners.teacher import AUTO, ResolvedTeacher, TeacherSpec, fingerprint, plan_batches, resolve_teacher, text_key
+from miners.teacher import AUTO, ResolvedTeacher, TeacherSpec, cache_key, fingerprint, plan_batches, resolve_teacher
 from storage import InputError
 from storage.packaged import is_packaged
 
@@ -62,7 +64,7 @@ class QuarryModelRef:
 
     def key(self, instruction: str, text: str) -> str:
         """Cache key of one input; the instruction stays apart from the text (NUL between)."""
-        return text_key(f"{instruction}\x00{text}") if instruction else text_key(text)
+        return cache_key(f"{instruction}\x00{text}") if instruction else cache_key(text)
 
     def load(self, device: str | None = None, num_threads: int | None = None) -> "QuarryPairEncoder":
         return QuarryPairEncoder(self, device, num_threads)

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MAIN_SCORE = {"retrieval": "ndcg_at_10", "classification": "accuracy", "clustering": "v_measure",
-              "sts": "cosine_spearman"}
+from storage.schemas import CLASSIFICATION, CLUSTERING, RETRIEVAL, STS
+
+MAIN_SCORE = {RETRIEVAL: "ndcg_at_10", CLASSIFICATION: "accuracy", CLUSTERING: "v_measure", STS: "cosine_spearman"}
 # What Quarry reports per task type, named as mteb names them.
-METRICS = {"retrieval": ("ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10"),
-           "classification": ("accuracy",), "clustering": ("v_measure",), "sts": ("cosine_spearman",)}
+METRICS = {RETRIEVAL: ("ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10"),
+           CLASSIFICATION: ("accuracy",), CLUSTERING: ("v_measure",), STS: ("cosine_spearman",)}
 EVALUABLE_TYPES = tuple(METRICS)
-_MTEB_TYPE = {"retrieval": "Retrieval", "classification": "Classification", "clustering": "Clustering",
-              "sts": "STS"}
+_MTEB_TYPE = {RETRIEVAL: "Retrieval", CLASSIFICATION: "Classification", CLUSTERING: "Clustering", STS: "STS"}
 SUBSET = "default"
 
 
@@ -49,14 +49,14 @@ class TaskData:
 
     def query_texts(self) -> list[str]:
         """Texts encoded on the query side (they get the instruction)."""
-        if self.task_type == "retrieval":
+        if self.task_type == RETRIEVAL:
             return list(self.queries.values())
-        if self.task_type == "sts":
+        if self.task_type == STS:
             return [t for pair in self.pairs for t in pair]
         return self.train_texts + self.texts
 
     def document_texts(self) -> list[str]:
-        return list(self.corpus.values()) if self.task_type == "retrieval" else []
+        return list(self.corpus.values()) if self.task_type == RETRIEVAL else []
 
 
 def _metadata(data: TaskData, version: str):
@@ -79,7 +79,7 @@ def mteb_task(data: TaskData, version: str = "local"):
     from mteb.abstasks.sts import AbsTaskSTS
 
     split = data.split
-    if data.task_type == "retrieval":
+    if data.task_type == RETRIEVAL:
         def load(self, **kwargs):
             self.dataset = {SUBSET: {split: {
                 "corpus": Dataset.from_dict({"id": list(data.corpus), "text": list(data.corpus.values())}),
@@ -87,7 +87,7 @@ def mteb_task(data: TaskData, version: str = "local"):
                 "relevant_docs": data.qrels, "top_ranked": None}}}
             self.data_loaded = True
         base, attrs = AbsTaskRetrieval, {}
-    elif data.task_type == "classification":
+    elif data.task_type == CLASSIFICATION:
         # mteb's protocol: logistic regression (max_iter 100) on embeddings, fit on an
         # undersample of the train split (samples_per_label per class), n_experiments times.
         # Classes of the scored split first: mteb takes a split with two classes for a binary
@@ -102,13 +102,13 @@ def mteb_task(data: TaskData, version: str = "local"):
                 split: Dataset.from_dict({"text": data.texts, "label": [index[x] for x in data.labels]})}}
             self.data_loaded = True
         base, attrs = AbsTaskClassification, {}
-    elif data.task_type == "clustering":
+    elif data.task_type == CLUSTERING:
         def load(self, **kwargs):
             self.dataset = {SUBSET: {split: Dataset.from_dict({"sentences": data.texts, "labels": data.labels})}}
             self.data_loaded = True
         # Every document of the split is clustered (mteb's default embeds a 4% sample).
         base, attrs = AbsTaskClustering, {"max_fraction_of_documents_to_embed": None}
-    elif data.task_type == "sts":
+    elif data.task_type == STS:
         def load(self, **kwargs):
             self.dataset = {SUBSET: {split: Dataset.from_dict({
                 "sentence1": [a for a, _ in data.pairs], "sentence2": [b for _, b in data.pairs],
@@ -118,7 +118,7 @@ def mteb_task(data: TaskData, version: str = "local"):
         base, attrs = AbsTaskSTS, {"min_score": lo, "max_score": hi}
     else:
         raise ValueError(f"no evaluator for task type {data.task_type!r}")
-    if data.task_type == "classification" and split == "train":
+    if data.task_type == CLASSIFICATION and split == "train":
         raise ValueError("classification fits on the train split: evaluate another split")
     cls = type(f"Quarry_{data.task_type}", (base,), {"metadata": _metadata(data, version), "load_data": load,
                                                     **attrs})

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage import Catalog, CatalogError, InputRef, Manifest
+from storage.schemas import embeddings_schema
 
 KIND = "embeddings"
 
@@ -31,15 +32,11 @@ class EmbedStats:
         return f"embedded {self.embedded} new texts ({self.cached} of {self.texts} cached)"
 
 
-def cache_schema(dim: int) -> pa.Schema:
-    return pa.schema([("key", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
-
-
 def embeddings_table(keys: list[str], vectors: np.ndarray) -> pa.Table:
     dim = vectors.shape[1]
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
     return pa.table([pa.array(keys, pa.string()), pa.FixedSizeListArray.from_arrays(flat, dim)],
-                    schema=cache_schema(dim))
+                    schema=embeddings_schema(dim))
 
 
 @dataclass

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from miners.report import column_by_task, png_bytes
 from miners.select import ABOVE_THRESHOLD, DUPLICATE_OF_POSITIVE, OTHER_QUERY_POSITIVE
 from storage import format_table
+from storage.schemas import DRIFT_SCHEMA
 
 SAME, CHANGED, ADDED, REMOVED = "same", "changed", "added", "removed"
 CHANGES = (SAME, CHANGED, ADDED, REMOVED)
@@ -42,11 +43,6 @@ FALSE_NEGATIVE_REASONS = (DUPLICATE_OF_POSITIVE, OTHER_QUERY_POSITIVE, ABOVE_THR
 QUANTILES = (0.1, 0.5, 0.9)
 QUERY_KEY = ["task", "example_id"]
 
-DRIFT_SCHEMA = pa.schema([
-    ("task", pa.string()), ("example_id", pa.string()), ("change", pa.string()), ("jaccard", pa.float64()),
-    ("previous_negatives", pa.int32()), ("negatives", pa.int32()), ("previous_version", pa.string()),
-    ("version", pa.string()),
-])
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from storage import InputError
+from storage import ConfigError, InputError
 
 log = logging.getLogger("quarry")
 
@@ -44,14 +44,14 @@ class IndexConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in INDEX_TYPES:
-            raise InputError(f"unknown index {self.kind!r}: use {', '.join(INDEX_TYPES)}")
-        for flag, value in (("--nlist", self.nlist), ("--nprobe", self.nprobe), ("hnsw_m", self.hnsw_m),
-                            ("ef_search", self.ef_search)):
+            raise ConfigError("kind", f"must be one of {', '.join(INDEX_TYPES)}, got {self.kind!r}")
+        for name in ("nlist", "nprobe", "hnsw_m", "ef_search"):
+            value = getattr(self, name)
             if value is not None and value < 1:
-                raise InputError(f"{flag} must be at least 1, got {value}")
+                raise ConfigError(name, f"must be at least 1, got {value}")
         if self.train_per_list < MIN_TRAIN_PER_LIST:
-            raise InputError(f"--train-per-list must be at least {MIN_TRAIN_PER_LIST} (fewer, and FAISS's k-means "
-                             f"warns that it has too few points), got {self.train_per_list}")
+            raise ConfigError("train_per_list", f"must be at least {MIN_TRAIN_PER_LIST} (fewer, and FAISS's k-means "
+                                                f"warns that it has too few points), got {self.train_per_list}")
 
 
 class Searcher:

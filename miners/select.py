@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from storage import InputError, stable_rng
+from storage import ConfigError, stable_rng
 
 STRATEGIES = ("topk", "topk_shift", "topk_abs", "topk_margin_pos", "topk_perc_pos")
 DEFAULT_MARGIN = {"topk": None, "topk_shift": None, "topk_abs": 0.7, "topk_margin_pos": 0.05,
@@ -63,19 +63,20 @@ class SelectionConfig:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise InputError(f"unknown strategy {self.strategy!r}: use {', '.join(STRATEGIES)}")
+            raise ConfigError("strategy", f"must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.sampling not in SAMPLING:
-            raise InputError(f"unknown sampling {self.sampling!r}: use top or random")
+            raise ConfigError("sampling", f"must be top or random, got {self.sampling!r}")
         if self.num_negatives < 1:
-            raise InputError(f"--num-negatives must be at least 1, got {self.num_negatives}")
+            raise ConfigError("num_negatives", f"must be at least 1, got {self.num_negatives}")
         if self.margin is not None and DEFAULT_MARGIN[self.strategy] is None:
-            raise InputError(f"strategy {self.strategy} takes no margin, got {self.margin}")
+            raise ConfigError("margin", f"is not taken by strategy {self.strategy}, got {self.margin}")
         if self.strategy == "topk_perc_pos" and self.effective_margin is not None and not 0 < self.effective_margin <= 1:
-            raise InputError(f"topk_perc_pos takes a fraction in (0, 1] as --margin, got {self.effective_margin}")
+            raise ConfigError("margin", f"of topk_perc_pos must be a fraction in (0, 1], got {self.effective_margin}")
         if self.strategy == "topk_shift" and self.shift < 0:
-            raise InputError(f"--shift must be >= 0, got {self.shift}")
+            raise ConfigError("shift", f"must be >= 0, got {self.shift}")
         if self.sample_window is not None and self.sample_window < self.num_negatives:
-            raise InputError("--sample-window must be at least --num-negatives")
+            raise ConfigError("sample_window", f"must be at least num_negatives ({self.num_negatives}), "
+                                               f"got {self.sample_window}")
 
     @property
     def effective_margin(self) -> float | None:

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from miners.select import REASONS, SHIFTED, ABOVE_THRESHOLD, SelectionConfig
+from miners.select import ABOVE_THRESHOLD, REASONS, SHIFTED, SelectionConfig
 from storage import stable_rng
 
 KEPT = 0  # eligible: chosen, or left over once enough were chosen

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from storage import PACKAGED_MINILM, InputError, first_line
+from storage import PACKAGED_MINILM, ConfigError, InputError, first_line
 from storage.packaged import check_folder_or_hub_id, is_packaged, resolve_packaged
 from storage.published import MARKER as PUBLISHED_MARKER
 
@@ -171,14 +171,15 @@ class TeacherSpec:
 
     def __post_init__(self) -> None:
         if self.precision not in (AUTO, *PRECISIONS):
-            raise InputError(f"--teacher-precision must be one of {', '.join((AUTO, *PRECISIONS))}, "
-                             f"got {self.precision!r}")
+            raise ConfigError("precision", f"must be one of {', '.join((AUTO, *PRECISIONS))}, got {self.precision!r}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ConfigError("max_length", f"must be at least 1, got {self.max_length}")
 
     def cache_name(self, fp: str, max_length: int) -> str:
         """Catalog name of the embedding cache for this teacher and settings.
 
-        fp32 keys keep the form they had before precision was a setting, so caches built
-        then stay valid; any other precision is part of the key.
+        An fp32 key leaves precision out, which keeps every existing fp32 cache valid; any
+        other precision is part of the key, so vectors of two precisions never mix.
         """
         if self.precision == AUTO:
             raise ValueError("resolve the teacher's precision before naming its cache")
@@ -227,7 +228,7 @@ class ResolvedTeacher:
     def key(self, instruction: str, text: str) -> str:
         """Cache key of one input: a sentence-transformers model sees the instruction as a
         prefix of the string (``prompt=``), so the key is the joined string's, as in mining."""
-        return text_key(instruction + text)
+        return cache_key(instruction + text)
 
     def load(self, device: str | None = None, num_threads: int | None = None) -> "Teacher":
         return Teacher(self, device=device, num_threads=num_threads)
@@ -264,7 +265,7 @@ def _load_sentence_transformer(name: str, path: str, device: str):
         raise InputError(f"teacher {name!r} does not load: {first_line(e)}") from None
 
 
-def text_key(text: str) -> str:
+def cache_key(text: str) -> str:
     """Cache key of one encoded string (the exact string: prompt included)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 

@@ -1,9 +1,18 @@
 """Quarry pipelines: the Ray stages, their orchestration and the ``quarry`` CLI (the top layer).
 
-Each stage is a typed config and one function; ``pipelines.cli`` only parses arguments
-into these configs and calls them. The names below are imported on first use, so a
-``quarry query`` does not pay for torch. Two stage functions share their module's name
-and are imported from it: ``from pipelines.mine import mine``, ``from pipelines.train import train``.
+One package per stage, each a typed config and one function:
+
+- ``build``: corpora and instruction-task examples (``build wiki``, ``build tasks``, ``refresh``);
+- ``mine``: hard negatives (``quarry mine``);
+- ``train``: shards and training on Ray Train (``export``, ``train``, ``sweep-layers``);
+- ``evaluate``: mteb scores, embeddings, the run report (``eval``, ``encode``);
+- ``runtime``: what they all run on (Ray, ordered writes, the encoding service, jobs);
+- ``cli``: the ``quarry`` command, parsing into the configs above;
+
+and two modules: ``run`` (``quarry run``, every stage in a row) and ``inputs`` (which
+tasks of an examples dataset a stage takes). The names below are imported on first use
+(the stage functions are imported from their packages: ``from pipelines.mine import mine``),
+so ``quarry query`` does not pay for torch.
 """
 
 from __future__ import annotations
@@ -11,16 +20,15 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "BuildResult": "pipelines.wiki", "WikiBuildConfig": "pipelines.wiki", "build_wiki": "pipelines.wiki",
-    "SourceConfig": "pipelines.sources",
-    "TaskSetSpec": "pipelines.task_spec", "TaskSpec": "pipelines.task_spec", "load_task_set": "pipelines.task_spec",
-    "parse_task_set": "pipelines.task_spec",
-    "build_tasks": "pipelines.tasks",
+    "BuildResult": "pipelines.builders", "WikiBuildConfig": "pipelines.builders", "build_wiki": "pipelines.builders",
+    "SourceConfig": "pipelines.builders", "TaskSetSpec": "pipelines.builders", "TaskSpec": "pipelines.builders",
+    "load_task_set": "pipelines.builders", "parse_task_set": "pipelines.builders", "build_tasks": "pipelines.builders",
     "MineConfig": "pipelines.mine", "MineResult": "pipelines.mine",
-    "ExportConfig": "pipelines.export", "ExportResult": "pipelines.export", "export_shards": "pipelines.export",
+    "ExportConfig": "pipelines.train", "ExportResult": "pipelines.train", "export_shards": "pipelines.train",
     "TrainResult": "pipelines.train", "load_train_config": "pipelines.train",
-    "EncodeConfig": "pipelines.encode", "encode_file": "pipelines.encode",
-    "MainJobConfig": "pipelines.main_job", "run_main_job": "pipelines.main_job",
+    "EvalConfig": "pipelines.evaluate", "EvalResult": "pipelines.evaluate",
+    "EncodeConfig": "pipelines.evaluate.encode", "encode_file": "pipelines.evaluate.encode",
+    "MainJobConfig": "pipelines.run", "run_main_job": "pipelines.run",
 }
 __all__ = sorted(_EXPORTS)
 

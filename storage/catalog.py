@@ -8,6 +8,8 @@ Layout::
 
 A version exists for readers only once its manifest is written, which is the last step of
 a commit (see ``storage.writer``).
+
+Tested by tests/storage/test_catalog.py and tests/storage/test_object_store.py.
 """
 
 from __future__ import annotations

@@ -24,3 +24,17 @@ class CatalogError(QuarryError):
 
 class ReadOnlyError(QuarryError):
     """A statement given to ``quarry query`` would modify something."""
+
+
+class ConfigError(InputError):
+    """A config value that cannot be used, said by the config's own field name
+    (``depth must be at least 1``). Whoever set the value can say it their way: the CLI
+    names its flag instead (``pipelines.cli.options``), a YAML loader its file."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field} {message}")
+        self.field, self.message = field, message
+
+    def within(self, prefix: str) -> "ConfigError":
+        """The same error, its field named from an enclosing config (``teacher.max_length``)."""
+        return ConfigError(f"{prefix}.{self.field}", self.message)

@@ -55,3 +55,8 @@ def format_version(number: int) -> str:
 
 def is_version(name: str) -> bool:
     return bool(_VERSION.fullmatch(name))
+
+
+# The corpus and examples `quarry run` builds from the embedded Wikipedia, and so the dataset
+# every command reads unless told otherwise.
+DEFAULT_DATASET = "vital"

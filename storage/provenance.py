@@ -1,4 +1,7 @@
-"""Code version recorded in every manifest, so each artefact says which code built it."""
+"""Code version recorded in every manifest, so each artefact says which code built it.
+
+Tested by tests/storage/test_catalog.py.
+"""
 
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ access disabled and its configuration locked, so even a SELECT cannot read or wr
 attach databases or load extensions. Data reaches
 DuckDB as Arrow datasets registered on the connection, which works for every filesystem
 pyarrow supports.
+
+Tested by tests/storage/test_query.py.
 """
 
 from __future__ import annotations

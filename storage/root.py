@@ -3,6 +3,8 @@
 Resolution order: an explicit ``--root``, then ``$QUARRY_HOME``, then ``./quarry-data``.
 A value with a scheme (``file:///data/q``, ``s3://bucket/prefix``) goes through
 ``pyarrow.fs.FileSystem.from_uri``; a plain path is a local directory.
+
+Tested by tests/storage/test_object_store.py.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Every random choice in Quarry (a split, a sampled negative, a batch order, dropo
 is keyed on a seed and the ids it concerns, e.g. ``(seed, example_id)`` or
 ``(seed, "step", step, rank)``: the same inputs give the same draw on every run, worker and
 machine, and a resumed run repeats an uninterrupted one (tevatron's negative rotation).
+
+Tested by tests/storage/test_seeding_render.py.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def stable_unit(*parts: object) -> float:
     return stable_seed(*parts) / 2.0**64
 
 
-def text_key(text: str) -> int:
+def mask_key(text: str) -> int:
     """Signed 64-bit key of a text: equal texts, equal keys, so a loss can mask a text that
     is its own positive (the shards' ``pos_key``/``neg_keys``, SimCSE's batch keys)."""
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big", signed=True)

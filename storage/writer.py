@@ -110,8 +110,7 @@ class DatasetWriter:
         such as the embedding cache grows by one file per version without copying).
         """
         self._check_open()
-        files = self.staged_files()
-        entries, schema = self._inspect(files)
+        entries, schema = self._inspect(self.staged_files())
         carried = [(v, f) for v, f in carry]
         if carried:
             schema = self._check_carried(carried, schema, bool(entries))
@@ -128,21 +127,11 @@ class DatasetWriter:
         content_hash = _combine([f.sha256 for f in carried_entries] + file_hashes)
         config = config or {}
         if skip_if_unchanged:
-            latest = self.catalog.latest(self.kind, self.name)
-            if latest:
-                prev = self.catalog.manifest(self.kind, self.name, latest)
-                if prev.content_hash == content_hash and prev.config == jsonable(config):
-                    self.abort()
-                    self.unchanged = True
-                    return prev
+            unchanged = self._unchanged_latest(content_hash, config)
+            if unchanged is not None:
+                return unchanged
         version, version_dir = self._claim_version()
-        file_entries = list(carried_entries)
-        for i, ((src, rows, size), digest) in enumerate(zip(entries, file_hashes)):
-            rel = f"part-{i:05d}.parquet"
-            self.root.fs.move(src, posixpath.join(version_dir, rel))
-            file_entries.append(FileEntry(rel, rows, size, digest))
-        for filename, data in self._attachments.items():
-            self.root.write_bytes_atomic(posixpath.join(version_dir, filename), data)
+        file_entries = carried_entries + self._move_staged(entries, file_hashes, version_dir)
         manifest = Manifest(
             kind=self.kind, name=self.name, version=version, created_at=utc_now(),
             num_rows=num_rows, num_bytes=sum(e.bytes for e in file_entries),
@@ -157,6 +146,32 @@ class DatasetWriter:
             self.root.fs.delete_dir(self.staging_dir)
         self._drop_empty_staging_parent()
         return manifest
+
+    def _unchanged_latest(self, content_hash: str, config: dict) -> Manifest | None:
+        """The latest manifest when its bytes and config equal this build's (the build is
+        then dropped), else None."""
+        latest = self.catalog.latest(self.kind, self.name)
+        if not latest:
+            return None
+        prev = self.catalog.manifest(self.kind, self.name, latest)
+        if prev.content_hash != content_hash or prev.config != jsonable(config):
+            return None
+        self.abort()
+        self.unchanged = True
+        return prev
+
+    def _move_staged(self, entries: list[tuple[str, int, int]], file_hashes: list[str],
+                     version_dir: str) -> list[FileEntry]:
+        """The staged files and attachments into the claimed version folder, before its
+        manifest (which is what makes the version visible)."""
+        moved = []
+        for i, ((src, rows, size), digest) in enumerate(zip(entries, file_hashes)):
+            rel = f"part-{i:05d}.parquet"
+            self.root.fs.move(src, posixpath.join(version_dir, rel))
+            moved.append(FileEntry(rel, rows, size, digest))
+        for filename, data in self._attachments.items():
+            self.root.write_bytes_atomic(posixpath.join(version_dir, filename), data)
+        return moved
 
     # -- internals ---------------------------------------------------------------------
     def _check_open(self) -> None:

@@ -19,12 +19,20 @@ os.environ.pop("RAY_ADDRESS", None)  # tests never join an outside cluster
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo would pick the hostname's interface: keep to loopback
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items):
+    """A test that starts the module's Ray is an integration test, whether or not its module says so."""
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """A private local Ray on loopback for one test module."""
     import ray
 
-    from pipelines.ray_runtime import configure_data_context, start_local_ray
+    from pipelines.runtime.local_ray import configure_data_context, start_local_ray
 
     temp_dir = tempfile.mkdtemp(prefix="qr")  # short: Ray's socket paths have a length limit
     start_local_ray(2, temp_dir, log_to_driver=False)
@@ -103,14 +111,16 @@ def perturb_in_place():
 
 
 # The test process loads torch, Ray, FAISS, DuckDB, pyarrow (with S3), tokenizers and moto,
-# and their C and C++ teardown at exit is not ours to fix: one CI run of 513 passing tests
-# aborted after its summary line with glibc's "free(): corrupted unsorted chunks" (stop 30;
-# two full runs here, one under glibc's malloc checks, exited cleanly). So once pytest has
-# finished without an error of its own, the process runs every Python exit handler (Ray's
-# shutdown, pyarrow's S3 finalisation, pytest's temp-dir locks, logging's flush) and then
-# ends with pytest's own status, skipping only the native destructors that follow them.
-# The CLI is not changed by this: its exit status is checked where tests run it as a
-# process (test_write_faults, test_ray_loopback). QUARRY_TEST_NATIVE_EXIT=1 keeps the usual exit.
+# and their C and C++ teardown at exit is not ours to fix: a CI run of 513 passing tests
+# once aborted after its summary line with glibc's "free(): corrupted unsorted chunks", and
+# the abort did not come back in runs under glibc's malloc checks, so its cause is unknown.
+# So once pytest has finished without an error of its own, the process runs every Python
+# exit handler (Ray's shutdown, pyarrow's S3 finalisation, pytest's temp-dir locks,
+# logging's flush) and then ends with pytest's own status, skipping only the native
+# destructors that follow them; the summary says so in one line. The CLI is not changed by
+# this: its exit status is checked where tests run it as a process (test_write_faults,
+# test_ray_loopback). QUARRY_TEST_NATIVE_EXIT=1 keeps the usual exit.
+NATIVE_EXIT = "QUARRY_TEST_NATIVE_EXIT"
 _session_status: list[int] = []
 
 
@@ -120,10 +130,17 @@ def pytest_sessionfinish(session):
     _session_status[:] = [int(session.exitstatus)]  # after every plugin had its say
 
 
+def pytest_terminal_summary(terminalreporter):
+    if os.environ.get(NATIVE_EXIT) != "1":
+        terminalreporter.write_line("native teardown skipped: the process ends after its exit handlers, because a "
+                                    "library's C/C++ destructors once aborted at exit for a cause not yet known "
+                                    f"({NATIVE_EXIT}=1 keeps it)")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     # trylast: after every other plugin's unconfigure, so an error in one of those skips this.
-    if _session_status and os.environ.get("QUARRY_TEST_NATIVE_EXIT") != "1":
+    if _session_status and os.environ.get(NATIVE_EXIT) != "1":
         atexit.register(_run_exit_handlers_and_leave, _session_status[0])  # the last registered runs first
 
 

@@ -33,6 +33,7 @@ SUITE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("passes, native, status, teardown", [
     ("1", "0", 0, False),  # passes: status 0, exit handlers ran, no native teardown
     ("0", "0", 1, False),  # a failing test still fails the run
@@ -49,3 +50,4 @@ def test_the_test_process_keeps_pytests_status_and_runs_its_exit_handlers(tmp_pa
     assert ("1 passed" if passes == "1" else "1 failed") in done.stdout
     assert (tmp_path / "atexit").exists()
     assert (tmp_path / "teardown").exists() == teardown
+    assert ("native teardown skipped" in done.stdout) == (not teardown)  # the summary says when it is skipped

@@ -8,6 +8,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration  # child processes
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ABSENT_ON_THE_GPU_MACHINE = ("ray", "faiss", "duckdb")
 

@@ -1,5 +1,5 @@
 """benchmarks/teacher_roofline.py counts a forward pass's model FLOPs by formula; the floor it
-reports for issue 13 rests on that count, so the count is checked against torch's own FLOP
+reports rests on that count, so the count is checked against torch's own FLOP
 counter on a small BERT with eager attention (whose attention products are plain bmm)."""
 
 import os

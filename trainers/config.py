@@ -34,7 +34,7 @@ class MntpPreset:
     replacement: str
 
 
-# LLM2Vec's MNTP settings per family (arXiv 2404.05961, ../shared/REFERENCE.md): the Llama
+# LLM2Vec's MNTP settings per family (arXiv 2404.05961, its released training configs): the Llama
 # family masks 20% with BERT's 80/10/10, Mistral masks 80% and replaces them all.
 MNTP_PRESETS = {"llama": MntpPreset(0.2, "bert"), "mistral": MntpPreset(0.8, "mask")}
 MNTP_PRESET_BY_MODEL_TYPE = {"mistral": "mistral", "mixtral": "mistral"}  # others: llama

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import pyarrow.compute as pc
-import pyarrow.dataset as pds
 import torch
 
-from storage import stable_seed, text_key
+from storage import mask_key
 from trainers.config import TrainConfig
 from trainers.loss import gathered_loss, simcse_loss
+from trainers.shards import ShardReader
 from trainers.text_batches import RowGroup, TextBatches
 
 
@@ -36,28 +34,6 @@ class StepOutput:
     examples: int  # texts or queries this worker scored
     tokens: int  # non-padding tokens this worker's forward pass read
     task: str  # what the step trained on: the shards' task, or the objective
-
-
-def batch_order(num_batches: int, epoch: int, seed: int) -> np.ndarray:
-    """The shards' global batches in epoch ``epoch``: as exported first, then permuted."""
-    if epoch == 0:
-        return np.arange(num_batches)  # the export already shuffled them
-    # 4 bytes, as every run so far was seeded: a wider seed would change their order.
-    return np.random.default_rng(stable_seed(seed, "epoch", epoch, nbytes=4)).permutation(num_batches)
-
-
-class ShardReader:
-    """This worker's rows of one packed global batch at a time, read from Parquet on demand."""
-
-    def __init__(self, files: list[str], filesystem, rank: int, num_batches: int, seed: int):
-        self.dataset = pds.dataset(files, filesystem=filesystem, format="parquet")
-        self.rank, self.num_batches, self.seed = rank, num_batches, seed
-
-    def batch_for_step(self, step: int) -> list[dict]:
-        epoch, i = divmod(step, self.num_batches)
-        index = int(batch_order(self.num_batches, epoch, self.seed)[i])
-        table = self.dataset.to_table(filter=(pc.field("batch_index") == index) & (pc.field("worker") == self.rank))
-        return sorted(table.to_pylist(), key=lambda r: r["position"])
 
 
 @dataclass
@@ -178,7 +154,7 @@ class Simcse(_TextObjective):
         # are drawn per element, so the two copies of a text see different noise.
         features = module.tokenize(texts + texts, None, self.cfg.max_length)
         emb = model(**{k: v.to(device) for k, v in features.items()})
-        keys = torch.tensor([text_key(t) for t in texts], dtype=torch.long, device=device)
+        keys = torch.tensor([mask_key(t) for t in texts], dtype=torch.long, device=device)
         loss = simcse_loss(emb[:n], emb[n:], self.cfg.temperature, keys, self.dims)
         return StepOutput(loss, n, _tokens(features), "simcse")
 

@@ -20,8 +20,8 @@ import tempfile
 from dataclasses import dataclass
 
 from storage import DataRoot
-from trainers.lineage import LINEAGE_FILE, Lineage
 from storage.published import download_dir, download_file, local_mirror, publish_dir, replace_dir, upload_dir
+from trainers.lineage import LINEAGE_FILE, Lineage
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tb"

@@ -15,6 +15,8 @@ cannot express what Quarry trains with.
 So ``modules.json`` names this class by its import path (``trainers.st_module.QuarryEncoder``):
 the folder loads wherever Quarry is installed, with no ``trust_remote_code``. ``prompt=``
 passed to ``SentenceTransformer.encode`` is the instruction: attended to, never pooled.
+
+Tested by tests/trainers/test_sentence_transformers_export.py.
 """
 
 from __future__ import annotations

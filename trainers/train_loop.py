@@ -1,6 +1,6 @@
 """The per-worker training loop that Ray Train runs (``TorchTrainer``): ``run_worker(cfg, plan)``.
 
-The driver (``pipelines.train``) hands every worker the run's ``TrainConfig`` and a
+The driver (``pipelines.train.launch``) hands every worker the run's ``TrainConfig`` and a
 ``WorkerPlan``: what the driver resolved (the backbone folder, the shard files, the step
 count, where outputs go), so the worker re-derives nothing.
 
@@ -50,7 +50,8 @@ class WorkerPlan:
 
 
 def _seed(*parts) -> int:
-    # 4 bytes, as every run so far was seeded: a wider seed would change their noise.
+    # 4 bytes: a wider seed would change the noise of every run trained so far, and with it
+    # the models a resumed or repeated run must reproduce.
     return stable_seed(*parts, nbytes=4)
 
 
@@ -65,7 +66,27 @@ def enable_gradient_checkpointing(model) -> None:
     enable()
 
 
-def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
+@dataclass
+class _Worker:
+    """One worker's run, set up in named steps; ``run_worker`` then loops over the steps."""
+
+    cfg: TrainConfig
+    plan: WorkerPlan
+    rank: int
+    world: int
+    root: object  # storage.DataRoot of the run
+    objective: object
+    model: torch.nn.Module  # as Ray Train prepared it (DDP or FSDP around ``module``)
+    module: torch.nn.Module  # the model itself: what is checkpointed and saved
+    device: torch.device
+    trainable: list
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    writer: object | None = None  # rank 0's TensorBoard writer
+
+
+def _setup(cfg: TrainConfig, plan: WorkerPlan) -> _Worker:
+    """Model, optimiser and schedule of this worker (the same initial weights on every one)."""
     import ray.train
     import ray.train.torch
     from transformers import get_linear_schedule_with_warmup
@@ -79,66 +100,112 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
     backbone = fetch_dir(root, plan.backbone_on_root) if plan.backbone_on_root else plan.backbone_path
     objective = objective_for(cfg, list(plan.data_files), root.fs, rank, world, plan.num_batches)
     torch.manual_seed(cfg.seed)  # identical initial pooling head (and any new weights) on every worker
-    model = objective.build(backbone)
+    module = objective.build(backbone)
     if cfg.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    module = model
-    model = ray.train.torch.prepare_model(model, parallel_strategy=cfg.strategy)
-    device = ray.train.torch.get_device()
+        enable_gradient_checkpointing(module)
+    model = ray.train.torch.prepare_model(module, parallel_strategy=cfg.strategy)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = plan.total_steps
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(cfg.warmup_steps, total), total)
-    start = 0
-    # Ray's own restarts after a worker failure hand the checkpoint over here; `--resume`
-    # passes the run's last checkpoint in the config (Ray Train V2's recommended pattern).
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and plan.resume_from:
-        checkpoint = ray.train.Checkpoint(plan.resume_from, filesystem=root.fs)
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = load_state(d)
-        module.load_state_dict(state["trainable"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = state["step"]
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(cfg.warmup_steps, plan.total_steps), plan.total_steps)
+    return _Worker(cfg, plan, rank, world, root, objective, model, module, ray.train.torch.get_device(), trainable,
+                   optimizer, scheduler)
 
-        # A restart (Ray's after a failure, or --resume) repeats the steps after the last
-        # checkpoint: drop what the lost attempt logged for them, so each step has one row.
-        plan.files.start(start)
-        writer = SummaryWriter(plan.files.tensorboard_dir, purge_step=start + 1)
+
+def _restore(w: _Worker) -> int:
+    """The step to start from: a checkpoint's (Ray's own restart after a worker failure
+    hands it over; ``--resume`` passes the run's last one in the plan, Ray Train V2's
+    recommended pattern), else 0."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and w.plan.resume_from:
+        checkpoint = ray.train.Checkpoint(w.plan.resume_from, filesystem=w.root.fs)
+    if not checkpoint:
+        return 0
+    with checkpoint.as_directory() as d:
+        state = load_state(d)
+    w.module.load_state_dict(state["trainable"], strict=False)
+    w.optimizer.load_state_dict(state["optimizer"])
+    w.scheduler.load_state_dict(state["scheduler"])
+    return state["step"]
+
+
+def _open_logs(w: _Worker, start: int) -> None:
+    """Rank 0 logs. A restart (Ray's after a failure, or --resume) repeats the steps after
+    the last checkpoint: what the lost attempt logged for them is dropped, so each step has
+    one row."""
+    if w.rank != 0:
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    w.plan.files.start(start)
+    w.writer = SummaryWriter(w.plan.files.tensorboard_dir, purge_step=start + 1)
+
+
+def _train_step(w: _Worker, step: int) -> dict:
+    """One optimiser step; returns its metrics, the loss averaged over the workers."""
+    t0 = time.perf_counter()
+    torch.manual_seed(_seed(w.cfg.seed, "step", step, w.rank))  # dropout noise independent of resumption
+    out = w.objective.step(w.model, w.module, step, w.device)
+    w.optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if w.cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(w.trainable, w.cfg.grad_clip)
+    w.optimizer.step()
+    w.scheduler.step()
+    mean_loss = out.loss.detach().clone()
+    tokens = torch.tensor(float(out.tokens))
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(mean_loss)
+        torch.distributed.all_reduce(tokens)
+        mean_loss /= w.world
+    seconds = time.perf_counter() - t0
+    return {"step": step + 1, "loss": float(mean_loss), "lr": w.scheduler.get_last_lr()[0], "task": out.task,
+            "examples_per_s": out.examples * w.world / seconds, "tokens_per_s": float(tokens) / seconds}
+
+
+def _log(w: _Worker, metrics: dict) -> None:
+    if w.rank != 0:
+        return
+    for key in ("loss", "lr", "examples_per_s", "tokens_per_s"):
+        w.writer.add_scalar(f"train/{key}", metrics[key], metrics["step"])
+    with open(w.plan.files.metrics_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def _checkpoint(w: _Worker, metrics: dict, last: bool) -> None:
+    """Report a checkpoint to Ray Train (rank 0 writes it); at the last step, save the model."""
+    import ray.train
+
+    step = metrics["step"]
+    with tempfile.TemporaryDirectory() as d:
+        if w.rank == 0:
+            trainable_state = {n: p.detach().cpu() for n, p in w.module.named_parameters() if p.requires_grad}
+            torch.save({"trainable": trainable_state, "optimizer": w.optimizer.state_dict(),
+                        "scheduler": w.scheduler.state_dict(), "step": step}, os.path.join(d, STATE_FILE))
+            with open(os.path.join(d, CHECKPOINT_METRICS), "w") as f:
+                json.dump(metrics, f)
+        if last and w.rank == 0:
+            w.objective.before_save(w.module)
+            w.module.config.prompts = dict(w.plan.prompts)
+            w.module.config.max_length = w.cfg.saved_max_length  # training is over: set what it encodes with
+            w.plan.files.save_model(w.module, w.plan.lineage)
+        if w.writer:
+            w.writer.flush()
+            w.plan.files.sync()  # the logs up to this checkpoint, beside it
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None)
+
+
+def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
+    w = _setup(cfg, plan)
+    start = _restore(w)
+    _open_logs(w, start)
+    total = plan.total_steps
     stop = min(total, plan.stop_after or total)
-    model.train()
+    w.model.train()
     for step in range(start, stop):
-        t0 = time.perf_counter()
-        torch.manual_seed(_seed(cfg.seed, "step", step, rank))  # dropout noise independent of resumption
-        out = objective.step(model, module, step, device)
-        loss = out.loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        mean_loss = loss.detach().clone()
-        tokens = torch.tensor(float(out.tokens))
-        if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(mean_loss)
-            torch.distributed.all_reduce(tokens)
-            mean_loss /= world
-        seconds = time.perf_counter() - t0
-        metrics = {"step": step + 1, "loss": float(mean_loss), "lr": scheduler.get_last_lr()[0],
-                   "task": out.task, "examples_per_s": out.examples * world / seconds,
-                   "tokens_per_s": float(tokens) / seconds}
-        if rank == 0:
-            if writer:
-                for key in ("loss", "lr", "examples_per_s", "tokens_per_s"):
-                    writer.add_scalar(f"train/{key}", metrics[key], step + 1)
-            with open(plan.files.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(metrics) + "\n")
+        metrics = _train_step(w, step)
+        _log(w, metrics)
         last = step + 1 == total
         # Ray Train hears of checkpoints only; every step's metrics are in metrics.jsonl and
         # TensorBoard above. A report waits in a one-slot queue that Ray Train 2.60's
@@ -146,21 +213,6 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
         # report per step held every step to about that: on 2 CPU workers the tiny decoder's
         # steps took 1.7 s of wall time for 0.15 s of compute (docs/benchmarks.md).
         if (step + 1) % cfg.checkpoint_every == 0 or last or step + 1 == stop:
-            with tempfile.TemporaryDirectory() as d:
-                if rank == 0:
-                    trainable_state = {n: p.detach().cpu() for n, p in module.named_parameters() if p.requires_grad}
-                    torch.save({"trainable": trainable_state, "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict(), "step": step + 1}, os.path.join(d, STATE_FILE))
-                    with open(os.path.join(d, CHECKPOINT_METRICS), "w") as f:
-                        json.dump(metrics, f)
-                if last and rank == 0:
-                    objective.before_save(module)
-                    module.config.prompts = dict(plan.prompts)
-                    module.config.max_length = cfg.saved_max_length  # training is over: set what it encodes with
-                    plan.files.save_model(module, plan.lineage)
-                if writer:
-                    writer.flush()
-                    plan.files.sync()  # the logs up to this checkpoint, beside it
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
-    if writer:
-        writer.close()
+            _checkpoint(w, metrics, last)
+    if w.writer:
+        w.writer.close()

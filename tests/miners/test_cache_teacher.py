@@ -6,9 +6,16 @@ import shutil
 import numpy as np
 import pytest
 
-from miners.cache import EmbeddingCache, embeddings_table
 import miners.teacher as teacher_module
-from miners.teacher import PRECISIONS, Teacher, TeacherSpec, fingerprint, plan_batches, resolve_teacher
+from miners.cache import EmbeddingCache, embeddings_table
+from miners.teacher import (
+    PRECISIONS,
+    Teacher,
+    TeacherSpec,
+    fingerprint,
+    plan_batches,
+    resolve_teacher,
+)
 from storage import PACKAGED_MINILM, CatalogError, InputError, resolve_packaged
 
 MINILM_LAYER = "encoder.layer.3.attention.self.query.weight"
@@ -39,7 +46,7 @@ def test_cache_appends_versions_and_loads_in_request_order(catalog):
 
 
 def test_load_present_reads_what_the_cache_holds_and_leaves_the_rest(catalog):
-    # The mine reads the cached vectors while the teacher encodes the rest (pipelines.mine_search).
+    # The mine reads the cached vectors while the teacher encodes the rest (pipelines.mine.search).
     cache = EmbeddingCache(catalog, "t-1", dim=None, config={})
     present, vectors = cache.load_present(["a", "b"])
     assert present.tolist() == [False, False] and len(vectors) == 0  # an empty cache holds none
@@ -97,7 +104,7 @@ def test_precision_is_part_of_the_cache_key_and_fp32_keeps_the_old_key():
     assert names["fp32"] == f"packaged-all-MiniLM-L6-v2-{legacy}"  # caches built before precision stay valid
     with pytest.raises(ValueError, match="resolve"):
         TeacherSpec().cache_name(fp, 256)  # auto is never a key
-    with pytest.raises(InputError, match="--teacher-precision must be one of auto, fp32, bf16, got 'int8'"):
+    with pytest.raises(InputError, match="precision must be one of auto, fp32, bf16, got 'int8'"):
         TeacherSpec(precision="int8")
 
 

@@ -1,9 +1,19 @@
 import numpy as np
 import pytest
 
-from miners.select import (ABOVE_THRESHOLD, DUPLICATE_OF_POSITIVE, IS_POSITIVE, OTHER_QUERY_POSITIVE, SAME_CLASS,
-                           SHIFTED, QueryFacts, SelectionConfig, normalized_query_key, select_for_query)
-from storage import InputError
+from miners.select import (
+    ABOVE_THRESHOLD,
+    DUPLICATE_OF_POSITIVE,
+    IS_POSITIVE,
+    OTHER_QUERY_POSITIVE,
+    SAME_CLASS,
+    SHIFTED,
+    QueryFacts,
+    SelectionConfig,
+    normalized_query_key,
+    select_for_query,
+)
+from storage import ConfigError
 
 # A pool of 10 candidates; candidate i has hash "h{i}". Teacher order below: 0 (the positive), then 1..9.
 HASHES = [f"h{i}" for i in range(10)]
@@ -117,11 +127,14 @@ def test_a_negative_is_never_a_positive():
 
 
 def test_bad_selection_options_are_refused():
-    for kwargs, message in [({"strategy": "best"}, "unknown strategy"), ({"sampling": "all"}, "unknown sampling"),
-                            ({"num_negatives": 0}, "at least 1"),
-                            ({"strategy": "topk_perc_pos", "margin": 1.5}, "fraction")]:
-        with pytest.raises(InputError, match=message):
+    for kwargs, field, message in [({"strategy": "best"}, "strategy", "must be one of topk,"),
+                                   ({"sampling": "all"}, "sampling", "must be top or random"),
+                                   ({"num_negatives": 0}, "num_negatives", "must be at least 1"),
+                                   ({"strategy": "topk_perc_pos", "margin": 1.5}, "margin", "fraction"),
+                                   ({"strategy": "topk", "margin": 0.5}, "margin", "not taken by strategy topk")]:
+        with pytest.raises(ConfigError, match=message) as caught:
             SelectionConfig(**kwargs)
+        assert caught.value.field == field  # the CLI says it by the flag that set this field
 
 
 def test_near_duplicate_query_key_ignores_case_and_punctuation():

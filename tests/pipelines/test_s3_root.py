@@ -10,11 +10,14 @@ import sys
 import tempfile
 
 import numpy as np
+import pytest
 import yaml
 
 from pipelines.cli import main
 from storage import DataRoot
 from storage.published import MARKER
+
+pytestmark = pytest.mark.integration  # starts Ray or child processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -15,20 +15,20 @@ import numpy as np
 import psutil
 import pyarrow as pa
 import pytest
-from small_source import SMALL_COLUMNS, SMALL_SPEC, write_jsonl
 
+from pipelines.builders.sources import load_embedded_table
 from pipelines.cli import main
-from pipelines.sources import load_embedded_table
 from storage import Catalog
+from tests.pipelines.small_source import SMALL_COLUMNS, SMALL_SPEC, write_jsonl
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "train", "tiny-decoder.yaml")
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    from pipelines.ray_runtime import configure_data_context, keep_ray_on_loopback
+    from pipelines.runtime.local_ray import configure_data_context, keep_ray_on_loopback
 
     keep_ray_on_loopback()
     import ray
@@ -97,12 +97,11 @@ def test_encoder_actors_on_both_nodes_give_the_single_process_result(root):
     import ray
 
     from miners.cache import EmbeddingCache
-    from miners.teacher import Teacher, TeacherSpec, resolve_teacher, text_key
+    from miners.teacher import Teacher, TeacherSpec, cache_key, resolve_teacher
     from pipelines.mine import MineConfig
-    from pipelines.mine_search import search
-    from pipelines.mine_select import SelectNegatives, select_on_ray
-
-    from pipelines.ray_runtime import on_private_local_ray
+    from pipelines.mine.search import search
+    from pipelines.mine.select import SelectNegatives, select_on_ray
+    from pipelines.runtime.local_ray import on_private_local_ray
 
     assert not on_private_local_ray()  # a joined cluster: --encode-in auto keeps the actor pool
     with Placement("EncoderActor") as placed:
@@ -113,7 +112,7 @@ def test_encoder_actors_on_both_nodes_give_the_single_process_result(root):
     texts = catalog.read_table("corpus", "small").column("text").to_pylist()
     spec = TeacherSpec()
     resolved = resolve_teacher(spec)
-    cached = EmbeddingCache(catalog, resolved.cache_name, dim=None, config={}).load([text_key(t) for t in texts])
+    cached = EmbeddingCache(catalog, resolved.cache_name, dim=None, config={}).load([cache_key(t) for t in texts])
     # bf16 sums depend on the padded shape of the batch, so equal only to its rounding
     assert np.allclose(cached, Teacher(spec, device="cpu").encode(texts, batch_size=64),
                        atol={"fp32": 1e-5, "bf16": 5e-3}[resolved.precision])
@@ -122,7 +121,7 @@ def test_encoder_actors_on_both_nodes_give_the_single_process_result(root):
     in_process = SelectNegatives({n: p.table for n, p in searched.pools.items()}, searched.plans,
                                  searched.teacher.label, "run-2n")(searched.queries)
     # Each chunk lists its negatives, then rejections, then query rows: compare kind by kind.
-    from pipelines.mine_write import split_selected
+    from pipelines.mine.write import split_selected
 
     assert on_ray.num_rows == in_process.num_rows > 0
     for kind in ("negative", "rejected", "query"):

@@ -13,10 +13,12 @@ import tempfile
 import textwrap
 
 import pytest
-from ray_procs import processes_of, stop
 
 from pipelines.cli import main
 from storage import Catalog
+from tests.pipelines.ray_procs import processes_of, stop
+
+pytestmark = pytest.mark.integration  # starts Ray or child processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

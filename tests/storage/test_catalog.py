@@ -98,6 +98,7 @@ def _run_crashing_writer(root, crash_point):
     assert proc.returncode == 3, proc.stderr
 
 
+@pytest.mark.integration  # a crashing writer in a child process
 @pytest.mark.parametrize("crash_point", ["before_commit", "before_manifest"])
 def test_crash_mid_write_leaves_no_visible_version(tmp_path, crash_point):
     root = str(tmp_path / "root")

@@ -2,7 +2,12 @@
 
 import pyarrow as pa
 
-from storage.changes import CORPUS_CHANGES, EXAMPLE_CHANGES, ChangeSummary, summarize_changes
+from storage.changes import (
+    CORPUS_CHANGES,
+    EXAMPLE_CHANGES,
+    ChangeSummary,
+    summarize_changes,
+)
 
 
 def _corpus(rows):

@@ -15,14 +15,14 @@ def test_stable_seed_equals_the_formulas_it_replaced():
         digest = hashlib.sha256(f"{seed}:{example_id}".encode()).digest()
         return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
-    def old_export_rng(seed, *parts):  # pipelines/export.py _rng
+    def old_export_rng(seed, *parts):  # pipelines/train/export.py _rng
         digest = hashlib.sha256(":".join(map(str, (seed, *parts))).encode()).digest()
         return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
     def old_train_seed(*parts):  # trainers/train_loop.py _seed
         return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "big")
 
-    def old_split_unit(seed, example_id):  # pipelines/tasks.py assign_split
+    def old_split_unit(seed, example_id):  # pipelines/builders/tasks.py assign_split
         return int.from_bytes(hashlib.sha256(f"{seed}:{example_id}".encode()).digest()[:8], "big") / 2.0**64
 
     for seed, key in [(0, "vital-desc2article:abc"), (7, "x"), (123, "é:ü")]:

@@ -1,6 +1,6 @@
 import pytest
 
-from pipelines.sources import load_embedded_table
+from pipelines.builders.sources import load_embedded_table
 
 
 @pytest.fixture(scope="session")

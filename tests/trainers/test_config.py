@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pipelines.train import load_train_config
+from pipelines.train.launch import load_train_config
 from storage import InputError
 from trainers.config import LoraSettings, PoolingConfig, TrainConfig
 

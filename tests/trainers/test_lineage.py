@@ -60,7 +60,7 @@ def test_a_parent_without_a_record_ends_the_chain_and_a_cycle_stops(tmp_path):
 def test_init_from_starts_from_the_parents_weights(tmp_path):
     """The training path (resolve_backbone, build_embedding_model) with a fresh LoRA encodes exactly as
     the parent did, before the first step."""
-    from pipelines.train import resolve_backbone
+    from pipelines.train.launch import resolve_backbone
     from trainers import EmbeddingModel, LoraSettings, TrainConfig
     from trainers.objectives import build_embedding_model
 

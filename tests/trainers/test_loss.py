@@ -108,6 +108,7 @@ def _worker(rank, world, port, out_dir, in_batch, dims=()):
     os._exit(0)
 
 
+@pytest.mark.integration  # two processes
 @pytest.mark.parametrize("in_batch,dims", [(True, ()), (False, ()), (True, DIMS)], ids=["in-batch", "hard-only",
                                                                                       "matryoshka"])
 def test_two_process_gathered_loss_equals_single_process_loss(tmp_path, in_batch, dims):

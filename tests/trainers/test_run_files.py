@@ -42,21 +42,6 @@ def test_last_logged_row_is_the_last_whole_row_of_the_tail(tmp_path):
     assert last_logged_row(root, run) is None
 
 
-def test_training_progress_is_logged_when_the_step_moves(tmp_path, caplog, monkeypatch):
-    import logging
-
-    from pipelines.train_progress import TrainProgress
-
-    progress = TrainProgress(DataRoot.resolve(str(tmp_path)), str(tmp_path), total_steps=40)
-    clock = iter([0.0, 10.0, 20.0, 30.0, 40.0])
-    monkeypatch.setattr("pipelines.train_progress.time.monotonic", lambda: next(clock))
-    with caplog.at_level(logging.INFO, logger="quarry"):
-        for step in (5, 5, 3, 13):  # the same step again, then a restart back to its checkpoint
-            progress._report(step, 0.5)
-    assert [r.getMessage() for r in caplog.records] == [
-        "train: step 5 of 40, loss 0.5000", "train: step 13 of 40, loss 0.5000, 1.00 steps/s"]  # 10 steps since the restart seen at 20 s
-
-
 def test_replace_dir_publishes_the_new_folder_whole(tmp_path):
     final, staged = tmp_path / "model", tmp_path / ".model.partial"
     final.mkdir()
