@@ -70,7 +70,10 @@ def build_teacher(shape: str, out: str, device: str, dtype: torch.dtype, max_len
 
     from sentence_transformers import SentenceTransformer
     try:  # sentence-transformers 6; older versions have them in sentence_transformers.models
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+        from sentence_transformers.sentence_transformer.modules import (
+            Pooling,
+            Transformer,
+        )
     except ImportError:
         from sentence_transformers.models import Pooling, Transformer
     from tokenizers import Tokenizer, pre_tokenizers, processors
@@ -144,7 +147,10 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from miners.teacher import Teacher, TeacherSpec
-    from pipelines.runtime.encoding import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS  # imports no Ray at module level
+    from pipelines.runtime.encoding import (  # imports no Ray at module level
+        CPU_BATCH_TOKENS,
+        GPU_BATCH_TOKENS,
+    )
 
     device = args.device
     kind = device.split(":")[0]

@@ -28,7 +28,9 @@ SENTENCE_TRANSFORMERS = "sentence-transformers"
 
 
 def _config_name() -> str:
-    from trainers.model import CONFIG_NAME  # imported here: trainers.model imports torch
+    from trainers.model import (
+        CONFIG_NAME,  # imported here: trainers.model imports torch
+    )
 
     return CONFIG_NAME
 

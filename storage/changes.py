@@ -32,7 +32,8 @@ class ChangeKey:
 
 
 CORPUS_CHANGES = ChangeKey("doc_id", ("title", "content_hash"))
-EXAMPLE_CHANGES = ChangeKey("example_id", ("query_hash", "positive_ids", "positive", "label", "score"), group="task")
+EXAMPLE_CHANGES = ChangeKey("example_id",
+                            ("query_hash", "positive_ids", "positive_grades", "positive", "label", "score"), group="task")
 
 
 @dataclass
@@ -124,11 +125,21 @@ def staged_changes(writer, spec: ChangeKey) -> ChangeSummary:
 
     catalog = writer.catalog
     latest = catalog.latest(writer.kind, writer.name)
-    previous = catalog.read_table(writer.kind, writer.name, latest, columns=spec.columns()) if latest else None
     parts = [pq.read_table(path, columns=spec.columns(), filesystem=writer.filesystem)
              for path in writer.staged_files()]
     parts = [p for p in parts if p.num_rows]
     new = pa.concat_tables(parts, promote_options="permissive") if parts else None
     if new is None:
         new = pa.table({c: pa.array([], pa.string()) for c in spec.columns()})
+    previous = None
+    if latest:
+        # A version written before a compared column existed reads it as nulls: only a row
+        # that now holds a value there counts as modified.
+        have = set(catalog.manifest(writer.kind, writer.name, latest).arrow().names)
+        previous = catalog.read_table(writer.kind, writer.name, latest,
+                                      columns=[c for c in spec.columns() if c in have])
+        for c in spec.columns():
+            if c not in have:
+                previous = previous.append_column(c, pa.nulls(previous.num_rows, new.schema.field(c).type))
+        previous = previous.select(spec.columns())
     return summarize_changes(previous, new, spec, latest)

@@ -37,8 +37,9 @@ def allows_in_batch_negatives(task_type: str) -> bool:
 
 # -- corpus/<name> --------------------------------------------------------------------------
 def corpus_schema(metadata_columns: tuple[str, ...] = (), passages: bool = False) -> pa.Schema:
-    """``corpus/<name>``: one row per document (or passage, when texts were split)."""
-    fields = [("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string()),
+    """``corpus/<name>``: one row per document (or passage, when texts were split).
+    ``source_id`` is the document's id in the user's own collection (null without one)."""
+    fields = [("doc_id", pa.string()), ("source_id", pa.string()), ("title", pa.string()), ("text", pa.string()),
               ("lang", pa.string()), ("source", pa.string()), ("content_hash", pa.string())]
     if passages:
         fields += [("parent_id", pa.string()), ("passage_index", pa.int32())]
@@ -47,25 +48,33 @@ def corpus_schema(metadata_columns: tuple[str, ...] = (), passages: bool = False
 
 
 # -- examples/<name> ------------------------------------------------------------------------
+# ``source_id``: the query's id in the user's data (null without one); ``positive_grades``:
+# the relevance grade of each of ``positive_ids`` where qrels gave one (null: all relevant).
 EXAMPLES_SCHEMA = pa.schema([
-    ("task", pa.string()), ("task_type", pa.string()), ("example_id", pa.string()),
+    ("task", pa.string()), ("task_type", pa.string()), ("example_id", pa.string()), ("source_id", pa.string()),
     ("split", pa.string()), ("instruction", pa.string()), ("query", pa.string()),
-    ("query_hash", pa.string()), ("positive_ids", pa.list_(pa.string())),
+    ("query_hash", pa.string()), ("positive_ids", pa.list_(pa.string())), ("positive_grades", pa.list_(pa.int64())),
     ("positive", pa.string()), ("label", pa.string()), ("score", pa.float64()),
 ])
 
 # -- negatives/<name>, rejections/<name>, searched/<name> (quarry mine) ----------------------
+# ``query_source_id``, ``neg_source_id``, ``cand_source_id``: the user's own ids of the query
+# and the candidate (null where the data had none), to join mined rows back to their collection.
 NEGATIVE_SCHEMA = pa.schema([
-    ("task", pa.string()), ("task_type", pa.string()), ("example_id", pa.string()), ("query", pa.string()),
+    ("task", pa.string()), ("task_type", pa.string()), ("example_id", pa.string()),
+    ("query_source_id", pa.string()), ("query", pa.string()),
     ("positive_id", pa.string()), ("positive_score", pa.float32()), ("neg_id", pa.string()),
-    ("neg_text", pa.string()), ("neg_score", pa.float32()), ("neg_rank", pa.int32()), ("label", pa.string()),
+    ("neg_source_id", pa.string()), ("neg_text", pa.string()), ("neg_score", pa.float32()), ("neg_rank", pa.int32()),
+    ("label", pa.string()),
     ("neg_label", pa.string()), ("strategy", pa.string()), ("threshold", pa.float32()), ("teacher", pa.string()),
     ("run_id", pa.string()),
 ])
 REJECTION_SCHEMA = pa.schema([
-    ("task", pa.string()), ("task_type", pa.string()), ("example_id", pa.string()), ("query", pa.string()),
+    ("task", pa.string()), ("task_type", pa.string()), ("example_id", pa.string()),
+    ("query_source_id", pa.string()), ("query", pa.string()),
     ("positive_id", pa.string()), ("positive_score", pa.float32()), ("cand_id", pa.string()),
-    ("cand_text", pa.string()), ("cand_score", pa.float32()), ("cand_rank", pa.int32()), ("label", pa.string()),
+    ("cand_source_id", pa.string()), ("cand_text", pa.string()), ("cand_score", pa.float32()),
+    ("cand_rank", pa.int32()), ("label", pa.string()),
     ("cand_label", pa.string()), ("reason", pa.string()), ("strategy", pa.string()), ("threshold", pa.float32()),
     ("teacher", pa.string()), ("run_id", pa.string()),
 ])

@@ -35,6 +35,7 @@ from storage.names import format_version, validate_name
 from storage.provenance import code_version
 
 CLAIM_NAME = "_claim.json"  # object stores: the version number's owner (see _claim_version)
+ATTACHED_DIRS = "_attached"  # staged folders published beside the parts (attach_dir)
 
 
 class DatasetWriter:
@@ -48,6 +49,7 @@ class DatasetWriter:
         self.root.fs.create_dir(self.staging_dir, recursive=True)
         self._table_parts = 0
         self._attachments: dict[str, bytes] = {}
+        self._attached_dirs: list[str] = []
         self.state = "open"
         self.unchanged = False  # set by commit(skip_if_unchanged=True) when nothing changed
 
@@ -80,9 +82,22 @@ class DatasetWriter:
             raise CatalogError(f"attachment name {filename!r} is reserved")
         self._attachments[filename] = data
 
+    def attach_dir(self, name: str, local_dir: str) -> None:
+        """A folder (a ``datasets.save_to_disk`` output, say) published inside the version
+        folder with the commit; it is copied into the staging area now."""
+        self._check_open()
+        validate_name(name, "attachment name")
+        if name in self._attached_dirs or name in self._attachments:
+            raise CatalogError(f"attachment {name!r} is attached twice")
+        pafs.copy_files(local_dir, posixpath.join(self.staging_dir, ATTACHED_DIRS, name),
+                        destination_filesystem=self.root.fs)
+        self._attached_dirs.append(name)
+
     def staged_files(self) -> list[str]:
         infos = self.root.fs.get_file_info(pafs.FileSelector(self.staging_dir, recursive=True))
-        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+        attached = posixpath.join(self.staging_dir, ATTACHED_DIRS) + "/"
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+                      and not i.path.startswith(attached))
 
     def abort(self) -> None:
         if self.state != "open":
@@ -137,7 +152,7 @@ class DatasetWriter:
             num_rows=num_rows, num_bytes=sum(e.bytes for e in file_entries),
             content_hash=content_hash, schema=describe_schema(schema), files=file_entries,
             config=jsonable(config), inputs=list(inputs), stats=jsonable(stats or {}),
-            attachments=sorted(self._attachments), code_version=code_version(),
+            attachments=sorted([*self._attachments, *self._attached_dirs]), code_version=code_version(),
             arrow_schema=encode_schema(schema),
         )
         self.root.write_bytes_atomic(posixpath.join(version_dir, MANIFEST_NAME), manifest.to_json())
@@ -171,6 +186,14 @@ class DatasetWriter:
             moved.append(FileEntry(rel, rows, size, digest))
         for filename, data in self._attachments.items():
             self.root.write_bytes_atomic(posixpath.join(version_dir, filename), data)
+        for name in self._attached_dirs:
+            source = posixpath.join(self.staging_dir, ATTACHED_DIRS, name)
+            infos = self.root.fs.get_file_info(pafs.FileSelector(source, recursive=True))
+            for info in infos:  # file by file: object stores move files, not folders
+                if info.type == pafs.FileType.File:
+                    target = posixpath.join(version_dir, name, posixpath.relpath(info.path, source))
+                    self.root.fs.create_dir(posixpath.dirname(target), recursive=True)
+                    self.root.fs.move(info.path, target)
         return moved
 
     # -- internals ---------------------------------------------------------------------

@@ -19,15 +19,8 @@ from torch import nn
 from storage import InputError
 from trainers.config import LoraSettings, MntpPreset, PoolingConfig
 from trainers.mntp import mask_for_mntp, selected_logits
-from trainers.model import (
-    DECODER_TYPES,
-    EmbeddingModel,
-    EmbeddingModelConfig,
-    _load_backbone,
-    _loading,
-    load_backbone_config,
-    with_lora,
-)
+from trainers.model import (DECODER_TYPES, EmbeddingModel, EmbeddingModelConfig, _load_backbone, _loading,
+                            load_backbone_config, with_lora)
 from trainers.tokenization import batch_encode, special_layout
 
 log = logging.getLogger("quarry")

@@ -15,7 +15,14 @@ FAMILIES = ("llama", "mistral", "qwen2")
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = 1000):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))

@@ -13,21 +13,15 @@ Ray shuffle would cost 10-16 s even on 10k rows on a small machine (docs/benchma
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import pyarrow as pa
 
-from pipelines.builders.documents import (
-    EMPTY_TEXT,
-    MISSING_TITLE,
-    OK,
-    NormalizeOptions,
-    normalize_documents,
-    token_counter,
-)
+from pipelines.builders.documents import (EMPTY_TEXT, MISSING_TITLE, OK, NormalizeOptions, normalize_documents,
+                                          token_counter)
 from pipelines.builders.result import BuildResult
-from pipelines.builders.sources import SourceConfig, open_source
+from pipelines.builders.sources import SourceConfig, open_source, with_id_column
 from pipelines.runtime.local_ray import ensure_ray
 from pipelines.runtime.ordered_writes import write_blocks_ordered
 from storage import Catalog, ConfigError, InputError, validate_name
@@ -36,7 +30,7 @@ from storage.names import DEFAULT_DATASET
 
 log = logging.getLogger("quarry")
 
-INDEX_COLUMNS = ["doc_id", "title", "content_hash", "_status"]
+INDEX_COLUMNS = ["doc_id", "source_id", "title", "content_hash", "_status"]
 BUILT_BY = "quarry build wiki"  # the manifest's config says which builder made it (quarry refresh reads it)
 
 
@@ -47,6 +41,7 @@ class WikiBuildConfig:
     passage_chars: int | None = None
     passage_tokens: int | None = None
     tokenizer: str | None = None
+    title_in_text: bool = False  # each text begins with its title (as mteb reads a BEIR corpus)
     batch_size: int = 512
 
     def __post_init__(self) -> None:
@@ -88,26 +83,32 @@ class DedupPlan:
 
 
 def plan_dedup(index: pa.Table) -> DedupPlan:
-    """Which rows survive: status ok, one row per content hash (smallest doc_id), unique ids."""
-    doc_ids = index.column("doc_id").to_pylist()
-    hashes = index.column("content_hash").to_pylist()
-    statuses = index.column("_status").to_pylist()
-    titles = index.column("title").to_pylist()
+    """Which rows survive: status ok, unique ids, and one row per content hash (the smallest
+    doc_id) among rows without a source id. A row with a source id is a document of the
+    user's own collection that their qrels may name: it stays even when its text repeats
+    another's (mining still rejects a copy of a positive as ``duplicate_of_positive``)."""
+    cols = {c: index.column(c).to_pylist() for c in index.column_names}
+    doc_ids, statuses = cols["doc_id"], cols["_status"]
+    _check_source_ids(cols)
     keeper: dict[str, int] = {}
-    for pos, (doc_id, h, status) in enumerate(zip(doc_ids, hashes, statuses)):
+    keep = np.zeros(len(doc_ids), dtype=bool)
+    for pos, (doc_id, h, status, source_id) in enumerate(zip(doc_ids, cols["content_hash"], statuses,
+                                                             cols["source_id"])):
         if status != OK:
+            continue
+        if source_id is not None:
+            keep[pos] = True
             continue
         best = keeper.get(h)
         if best is None or doc_id < doc_ids[best]:
             keeper[h] = pos
-    keep = np.zeros(len(doc_ids), dtype=bool)
     keep[list(keeper.values())] = True
     seen: dict[str, int] = {}
     for pos in np.flatnonzero(keep):
         other = seen.setdefault(doc_ids[pos], pos)
         if other != pos:
             raise InputError(
-                f"duplicate document id {doc_ids[pos]} (titles {titles[other]!r} and {titles[pos]!r} "
+                f"duplicate document id {doc_ids[pos]} (titles {cols['title'][other]!r} and {cols['title'][pos]!r} "
                 "have different texts): map a unique id column with --columns id=<column>")
     stats = DedupStats(rows_in=len(doc_ids), empty_text=statuses.count(EMPTY_TEXT),
                        missing_title=statuses.count(MISSING_TITLE),
@@ -115,8 +116,21 @@ def plan_dedup(index: pa.Table) -> DedupPlan:
     return DedupPlan(keep=keep, stats=stats)
 
 
+def _check_source_ids(cols: dict) -> None:
+    """Every source id names one input row (all the passages of one row share it)."""
+    firsts = cols.get("passage_index") or [0] * len(cols["doc_id"])
+    seen: dict[str, int] = {}
+    for pos, (source_id, first, status) in enumerate(zip(cols["source_id"], firsts, cols["_status"])):
+        if source_id is None or first != 0 or status != OK:
+            continue
+        other = seen.setdefault(source_id, pos)
+        if other != pos:
+            raise InputError(f"duplicate source id {source_id!r}: two rows have it (titled {cols['title'][other]!r} "
+                             f"and {cols['title'][pos]!r}); each document needs an id of its own")
+
+
 def _select_index(block: pa.Table) -> pa.Table:
-    return block.select(INDEX_COLUMNS)
+    return block.select(INDEX_COLUMNS + (["passage_index"] if "passage_index" in block.column_names else []))
 
 
 def _apply_keep(block: pa.Table, keep: np.ndarray) -> pa.Table:
@@ -128,11 +142,16 @@ def build_wiki(cfg: WikiBuildConfig, catalog: Catalog) -> BuildResult:
 
     if cfg.passage_tokens:
         token_counter(cfg.tokenizer)  # a tokenizer that does not load stops here, before any read
+    src, id_column = with_id_column(cfg.source)
+    if id_column:
+        log.info("build wiki: the source's %r column is each document's id (source_id; doc ids derive from it); "
+                 "--columns id=<column> picks another", id_column)
+        cfg = replace(cfg, source=src)
     ensure_ray()
-    src = cfg.source
     opts = NormalizeOptions(
         source=src.source_label(), default_lang=src.lang, metadata_columns=src.metadata_columns(),
-        passage_chars=cfg.passage_chars, passage_tokens=cfg.passage_tokens, tokenizer=cfg.tokenizer)
+        passage_chars=cfg.passage_chars, passage_tokens=cfg.passage_tokens, tokenizer=cfg.tokenizer,
+        title_in_text=cfg.title_in_text)
     log.info("build wiki: reading %s source%s", src.kind, f" (limit {src.limit})" if src.limit else "")
     normalized = open_source(src).map_batches(
         normalize_documents, fn_kwargs={"opts": opts}, batch_format="pyarrow", batch_size=cfg.batch_size)

@@ -130,11 +130,15 @@ class NormalizeOptions:
     passage_chars: int | None = None
     passage_tokens: int | None = None
     tokenizer: str | None = None
+    title_in_text: bool = False  # each text begins with its title, as mteb encodes a BEIR document
 
 
 
 def normalize_documents(batch: pa.Table, opts: NormalizeOptions) -> pa.Table:
     """Raw rows (``title``, ``text``, optional ``id``/``lang``, metadata) -> corpus rows.
+
+    A row's ``id`` is kept as its ``source_id`` and names its document (``doc_id`` is derived
+    from it, else from the title); every passage of a split text keeps its row's source id.
 
     Every input row yields at least one output row; unusable ones carry a ``_status`` other
     than "ok" so the stage can count them before dropping them.
@@ -152,7 +156,10 @@ def normalize_documents(batch: pa.Table, opts: NormalizeOptions) -> pa.Table:
     for i in range(n):
         title = clean_text(titles[i])
         text = clean_text(texts[i])
-        key = str(ids[i]) if ids[i] not in (None, "") else title
+        if opts.title_in_text and title:
+            text = f"{title} {text}".strip()
+        source_id = str(ids[i]) if ids[i] not in (None, "") else None
+        key = source_id or title
         status = OK if text else EMPTY_TEXT
         if status == OK and not key:
             status = MISSING_TITLE
@@ -160,6 +167,7 @@ def normalize_documents(batch: pa.Table, opts: NormalizeOptions) -> pa.Table:
         chunks = split_passages(text, opts.passage_chars, opts.passage_tokens, count) if status == OK else [text]
         for j, chunk in enumerate(chunks):
             out["doc_id"].append(f"{doc_id}-{j:04d}" if passages else doc_id)
+            out["source_id"].append(source_id)
             out["title"].append(title)
             out["text"].append(chunk)
             out["lang"].append(langs[i] or opts.default_lang)

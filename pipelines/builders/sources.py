@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
@@ -192,12 +192,69 @@ def _file_format(cfg: SourceConfig) -> str:
     raise InputError(f"cannot tell the format of {', '.join(cfg.paths)}: pass --format jsonl|parquet")
 
 
+# Columns that name a row's own id, taken as ``id`` when the mapping names none (BEIR: _id).
+ID_COLUMNS = ("id", "_id")
+
+
+def _local_files(cfg: SourceConfig) -> list[str]:
+    return [p for p in cfg.paths if "://" not in p and os.path.isfile(p)]
+
+
+def file_columns(cfg: SourceConfig) -> list[str]:
+    """The columns of the first local file: a Parquet schema, or a JSONL file's first object."""
+    files = _local_files(cfg)
+    if not files:
+        return []
+    if _file_format(cfg) == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(files[0]).names
+    with open(files[0], "rb") as f:
+        for raw in f:
+            if raw.strip():
+                try:
+                    obj = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    return []  # the strict parser names the line
+                return list(obj) if isinstance(obj, dict) else []
+    return []
+
+
+def with_id_column(cfg: SourceConfig) -> tuple[SourceConfig, str | None]:
+    """``cfg`` with the files' own id column mapped to ``id`` when the mapping names none
+    (and the column that was taken, to say so); as given otherwise."""
+    if cfg.kind != "files" or "id" in cfg.columns:
+        return cfg, None
+    names = file_columns(cfg)
+    found = next((c for c in ID_COLUMNS if c in names), None)
+    if found is None:
+        return cfg, None
+    return replace(cfg, columns={**cfg.columns, "id": found}), found
+
+
+def check_not_empty(paths: list[str]) -> None:
+    """A local input file without a single row is an error that names it."""
+    import pyarrow.parquet as pq
+
+    for p in paths:
+        if "://" in p or not os.path.isfile(p):
+            continue
+        if p.endswith((".parquet", ".pq")):
+            empty = pq.ParquetFile(p).metadata.num_rows == 0
+        else:
+            with open(p, "rb") as f:
+                empty = not any(line.strip() for line in f)
+        if empty:
+            raise InputError(f"{p}: the file is empty")
+
+
 def _open_files(cfg: SourceConfig, mapping: dict[str, str], text_sources: set[str]):
     import ray.data
 
     for p in cfg.paths:
         if "://" not in p and not os.path.exists(p):
             raise InputError(f"{p}: no such file")
+    check_not_empty(cfg.paths)
     if _file_format(cfg) == "parquet":
         import pyarrow.parquet as pq
 

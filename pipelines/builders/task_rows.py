@@ -13,6 +13,7 @@ import json
 import pyarrow as pa
 
 from pipelines.builders.documents import clean_text, content_hash
+from pipelines.builders.qrels import Qrels
 from pipelines.builders.task_spec import TaskSetSpec, TaskSpec, render
 from storage import InputError, stable_unit
 from storage.schemas import CLASS_TYPES, EXAMPLES_SCHEMA, RETRIEVAL, STS
@@ -69,13 +70,35 @@ def _label(task: TaskSpec, row: dict, strip: bool) -> tuple[str | None, str]:
     return label, "excluded_label" if label in task.exclude_labels else OK
 
 
-def _fields(task: TaskSpec, row: dict) -> dict:
+def _retrieval_fields(task: TaskSpec, row: dict, qrels: Qrels | None) -> dict:
+    """A query with its positives: ids of the row, the row's positive text (a text pair), or
+    the judgements qrels hold for the row's id (which also fix its split)."""
+    c = task.columns
+    out = {"query": _text(render(c["query"], row), task, "query")}
+    if task.is_pairs:
+        out["positive"] = _text(render(c["positive"], row), task, "positive") or None
+        out[STATUS] = OK if out["positive"] is not None else "empty_positive"
+        return out
+    if qrels is None:
+        out["positive_ids"] = _ids(render(c["positive_ids"], row), task)
+        out[STATUS] = OK if out["positive_ids"] else "no_positive"
+        return out
+    judged = qrels.positives(_row_id(task, row))
+    if judged is None:
+        out[STATUS] = "not_in_qrels"  # a query of another split's qrels, or judged nowhere
+        return out
+    out["positive_ids"] = [doc for doc, _ in judged.positives]
+    out["positive_grades"] = [grade for _, grade in judged.positives]
+    out["split"] = judged.split
+    out[STATUS] = OK if judged.positives else "no_positive"
+    return out
+
+
+def _fields(task: TaskSpec, row: dict, qrels: Qrels | None) -> dict:
     """The rendered fields of one source row, by task type, with the row's status."""
     c = task.columns
     if task.type == RETRIEVAL:
-        positive_ids = _ids(render(c["positive_ids"], row), task)
-        return {"query": _text(render(c["query"], row), task, "query"), "positive_ids": positive_ids,
-                STATUS: OK if positive_ids else "no_positive"}
+        return _retrieval_fields(task, row, qrels)
     if task.type in CLASS_TYPES:
         label, status = _label(task, row, strip=True)
         return {"query": _text(render(c["text"], row), task, "text"), "label": label, STATUS: status}
@@ -97,32 +120,45 @@ def _fields(task: TaskSpec, row: dict) -> dict:
     return out
 
 
+def _row_id(task: TaskSpec, row: dict) -> str:
+    key = render(task.columns["id"], row)
+    if key is None or str(key) == "":
+        raise InputError(f"task {task.name}: a row has an empty id (column {task.columns['id']!r})")
+    return str(key)
+
+
 def _example_key(task: TaskSpec, row: dict, fields: dict) -> str:
     """The row's own id when the task maps one, else one derived from its content (the
-    same row always gets the same id)."""
+    same row always gets the same id). A text pair's id is its query's alone: pairs that
+    share a query are one example with several positives (``pipelines.builders.task_plan``)."""
     if "id" in task.columns:
-        key = render(task.columns["id"], row)
-        if key is None or str(key) == "":
-            raise InputError(f"task {task.name}: a row has an empty id (column {task.columns['id']!r})")
-        return str(key)
-    parts = [fields["query"], *fields.get("positive_ids", []), fields.get("positive") or "", fields.get("label") or ""]
+        return _row_id(task, row)
+    if task.is_pairs:
+        parts = [fields["query"]]
+    else:
+        parts = [fields["query"], *fields.get("positive_ids", []), fields.get("positive") or "",
+                 fields.get("label") or ""]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
-def build_task_rows(batch: pa.Table, task: TaskSpec, spec: TaskSetSpec) -> pa.Table:
-    """Source rows of one task -> examples rows (with ``_status``) in input order."""
+def build_task_rows(batch: pa.Table, task: TaskSpec, spec: TaskSetSpec, qrels: Qrels | None = None) -> pa.Table:
+    """Source rows of one task -> examples rows (with ``_status``) in input order.
+    ``qrels``: the judgements of a task whose source has them."""
     out: dict[str, list] = {f.name: [] for f in WITH_STATUS}
     instruction = spec.format_instruction(task.instruction)
     for row in batch.to_pylist():
-        fields = _fields(task, row)
-        if not fields["query"]:
+        fields = _fields(task, row, qrels)
+        if not fields["query"] and fields[STATUS] != "not_in_qrels":
             fields[STATUS] = "empty_query"
-        example_id = f"{task.name}:{_example_key(task, row, fields)}"
+        key = _example_key(task, row, fields)
+        example_id = f"{task.name}:{key}"
         values = {"task": task.name, "task_type": task.type, "example_id": example_id,
-                  "split": assign_split(example_id, spec.seed, spec.splits), "instruction": instruction,
-                  "query": fields["query"], "query_hash": content_hash(fields["query"]),
-                  "positive_ids": fields.get("positive_ids", []), "positive": fields.get("positive"),
-                  "label": fields.get("label"), "score": fields.get("score"), STATUS: fields[STATUS]}
+                  "source_id": key if "id" in task.columns else None,
+                  "split": fields.get("split") or assign_split(example_id, spec.seed, spec.splits),
+                  "instruction": instruction, "query": fields["query"], "query_hash": content_hash(fields["query"]),
+                  "positive_ids": fields.get("positive_ids", []), "positive_grades": fields.get("positive_grades"),
+                  "positive": fields.get("positive"), "label": fields.get("label"), "score": fields.get("score"),
+                  STATUS: fields[STATUS]}
         for name, value in values.items():
             out[name].append(value)
     return pa.Table.from_pydict(out, schema=WITH_STATUS)

@@ -30,9 +30,11 @@ import yaml
 from storage import InputError, first_line, validate_name
 from storage.schemas import CLASS_TYPES, CLASSIFICATION, CLUSTERING, PAIR, RETRIEVAL, STS, TASK_TYPES
 
-# Each task type's mapped columns: (required, optional).
+# Each task type's mapped columns: (required, optional). A retrieval task names its
+# positives one way: ``positive_ids`` (ids of the corpus), ``positive`` (the positive's
+# text: a text pair), or a source with qrels (``qrels`` files, or a ``beir`` folder).
 TASK_COLUMNS = {
-    RETRIEVAL: (("query", "positive_ids"), ("id",)),
+    RETRIEVAL: (("query",), ("positive_ids", "positive", "id")),
     CLASSIFICATION: (("text", "label"), ("id",)),
     CLUSTERING: (("text", "label"), ("id",)),
     STS: (("text1", "text2", "score"), ("id",)),
@@ -41,6 +43,12 @@ TASK_COLUMNS = {
 DEFAULT_TEMPLATE = "Instruct: {instruction}\nQuery: "
 DEFAULT_SPLITS = {"train": 0.9, "dev": 0.05, "test": 0.05}  # in this order: see tasks.assign_split
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# How a retrieval task's positive_ids name documents: the corpus's doc_ids, the user's own
+# ids (the corpus's source_id), or whichever of the two the ids match (auto).
+POSITIVE_ID_KINDS = ("auto", "doc_ids", "source_ids")
+# A BEIR folder's queries file and qrels folder, and the columns its queries map by default.
+BEIR_QUERIES, BEIR_QRELS = "queries.jsonl", "qrels"
+BEIR_COLUMNS = {"query": "text", "id": "_id"}
 
 
 @dataclass(frozen=True)
@@ -52,13 +60,22 @@ class TaskSource:
     hf: str | None = None
     hf_config: str | None = None
     split: str = "train"
+    qrels: tuple[str, ...] = ()  # retrieval: TSV judgements of the queries in ``path``
+    beir: str | None = None  # retrieval: a BEIR folder (queries.jsonl and qrels/<split>.tsv)
 
     def describe(self) -> str:
         if self.corpus:
             return f"corpus/{self.corpus}"
         if self.hf:
             return f"hf:{self.hf}"
-        return ",".join(self.path)
+        if self.beir:
+            return f"beir:{self.beir}"
+        return ",".join(self.path) + (f" with qrels {','.join(self.qrels)}" if self.qrels else "")
+
+    @property
+    def judged(self) -> bool:
+        """Whether the task's positives come from qrels files."""
+        return bool(self.qrels or self.beir)
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,12 @@ class TaskSpec:
     columns: dict[str, str]
     instruction: str = ""
     exclude_labels: tuple[str, ...] = ()
+    positives: str = "auto"  # retrieval: what positive_ids (or qrels) name, one of POSITIVE_ID_KINDS
+
+    @property
+    def is_pairs(self) -> bool:
+        """A retrieval task of (query, positive text) pairs: the positives are documents too."""
+        return self.type == RETRIEVAL and "positive" in self.columns
 
     def source_columns(self) -> list[str]:
         """Every source column the mapping reads (through templates too)."""
@@ -95,9 +118,10 @@ class TaskSetSpec:
 def spec_from_dict(d: dict[str, Any]) -> TaskSetSpec:
     """The inverse of ``dataclasses.asdict`` of a spec: how an examples manifest records it."""
     tasks = tuple(TaskSpec(name=t["name"], type=t["type"],
-                           source=TaskSource(**{**t["source"], "path": tuple(t["source"].get("path") or ())}),
+                           source=TaskSource(**{**t["source"], "path": tuple(t["source"].get("path") or ()),
+                                                "qrels": tuple(t["source"].get("qrels") or ())}),
                            columns=dict(t["columns"]), instruction=t.get("instruction", ""),
-                           exclude_labels=tuple(t.get("exclude_labels") or ()))
+                           exclude_labels=tuple(t.get("exclude_labels") or ()), positives=t.get("positives", "auto"))
                   for t in d["tasks"])
     splits = d.get("splits") or DEFAULT_SPLITS
     if isinstance(splits, dict):
@@ -191,7 +215,7 @@ def _name(value: Any, fail) -> str:
 def _parse_task(raw: Any, at: str, fail, default_corpus: str | None) -> TaskSpec:
     if not isinstance(raw, dict):
         raise fail(at, "expected a mapping")
-    known = {"name", "type", "source", "columns", "instruction", "exclude_labels"}
+    known = {"name", "type", "source", "columns", "instruction", "exclude_labels", "positives"}
     for key in raw:
         if key not in known:
             raise fail(f"{at}.{key}", f"unknown field (expected one of {', '.join(sorted(known))})")
@@ -200,7 +224,25 @@ def _parse_task(raw: Any, at: str, fail, default_corpus: str | None) -> TaskSpec
     if task_type not in TASK_TYPES:
         raise fail(f"{at}.type", f"unknown task type {task_type!r} (expected one of {', '.join(TASK_TYPES)})")
     source = _parse_source(raw.get("source"), f"{at}.source", fail, default_corpus)
-    columns = raw.get("columns")
+    if source.judged and task_type != RETRIEVAL:
+        raise fail(f"{at}.source", f"qrels judge retrieval tasks, not a {task_type} task")
+    columns = _parse_columns(raw.get("columns", BEIR_COLUMNS if source.beir else None), at, fail, task_type, source)
+    instruction = raw.get("instruction", "")
+    if not isinstance(instruction, str):
+        raise fail(f"{at}.instruction", "must be a string")
+    exclude = raw.get("exclude_labels", [])
+    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+        raise fail(f"{at}.exclude_labels", "must be a list of strings")
+    if exclude and task_type not in (*CLASS_TYPES, PAIR):
+        raise fail(f"{at}.exclude_labels", f"a {task_type} task has no labels")
+    positives = raw.get("positives", "auto")
+    if positives not in POSITIVE_ID_KINDS:
+        raise fail(f"{at}.positives", f"must be one of {', '.join(POSITIVE_ID_KINDS)}, got {positives!r}")
+    return TaskSpec(name=name, type=task_type, source=source, columns=dict(columns),
+                    instruction=instruction.strip(), exclude_labels=tuple(exclude), positives=positives)
+
+
+def _parse_columns(columns: Any, at: str, fail, task_type: str, source: TaskSource) -> dict[str, str]:
     if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items()):
         raise fail(f"{at}.columns", "expected a mapping of field to source column or template")
     required, optional = TASK_COLUMNS[task_type]
@@ -211,36 +253,45 @@ def _parse_task(raw: Any, at: str, fail, default_corpus: str | None) -> TaskSpec
         if col not in required + optional:
             raise fail(f"{at}.columns.{col}", f"not a field of a {task_type} task "
                                               f"(fields: {', '.join(required + optional)})")
-    instruction = raw.get("instruction", "")
-    if not isinstance(instruction, str):
-        raise fail(f"{at}.instruction", "must be a string")
-    exclude = raw.get("exclude_labels", [])
-    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
-        raise fail(f"{at}.exclude_labels", "must be a list of strings")
-    if exclude and task_type not in (*CLASS_TYPES, PAIR):
-        raise fail(f"{at}.exclude_labels", f"a {task_type} task has no labels")
-    return TaskSpec(name=name, type=task_type, source=source, columns=dict(columns),
-                    instruction=instruction.strip(), exclude_labels=tuple(exclude))
+    if task_type == RETRIEVAL:
+        ways = [w for w in ("positive_ids", "positive") if w in columns] + (["qrels"] if source.judged else [])
+        if len(ways) != 1:
+            raise fail(f"{at}.columns", "a retrieval task names its positives one way: positive_ids, positive "
+                                        f"(text pairs) or a source with qrels; got {', '.join(ways) or 'none'}")
+        if source.judged and "id" not in columns:
+            raise fail(f"{at}.columns", "a task judged by qrels needs 'id': the query id its qrels name")
+    return columns
 
 
 def _parse_source(raw: Any, at: str, fail, default_corpus: str | None) -> TaskSource:
     if raw is None and default_corpus:
         return TaskSource(corpus=default_corpus)
     if not isinstance(raw, dict):
-        raise fail(at, "expected {corpus: NAME}, {path: FILE} or {hf: NAME}")
-    kinds = [k for k in ("corpus", "path", "hf") if k in raw]
+        raise fail(at, "expected {corpus: NAME}, {path: FILE}, {hf: NAME} or {beir: DIR}")
+    kinds = [k for k in ("corpus", "path", "hf", "beir") if k in raw]
     if len(kinds) != 1:
-        raise fail(at, "give exactly one of corpus, path or hf")
-    known = {"corpus", "version", "path", "format", "hf", "config", "split"}
+        raise fail(at, "give exactly one of corpus, path, hf or beir")
+    known = {"corpus", "version", "path", "format", "hf", "config", "split", "qrels", "beir"}
     for key in raw:
         if key not in known:
             raise fail(f"{at}.{key}", f"unknown field (expected one of {', '.join(sorted(known))})")
+    if "qrels" in raw and "path" not in raw:
+        raise fail(f"{at}.qrels", "qrels judge the queries of a path source ({path: queries.jsonl, qrels: ...})")
     if "corpus" in raw:
         return TaskSource(corpus=_name(raw["corpus"], lambda m: fail(f"{at}.corpus", m)),
                           version=raw.get("version"))
+    if "beir" in raw:
+        if not isinstance(raw["beir"], str):
+            raise fail(f"{at}.beir", "expected the path of a BEIR folder")
+        return TaskSource(beir=raw["beir"])
     if "path" in raw:
-        paths = raw["path"] if isinstance(raw["path"], list) else [raw["path"]]
-        if not paths or not all(isinstance(p, str) for p in paths):
-            raise fail(f"{at}.path", "expected a file path or a list of them")
-        return TaskSource(path=tuple(paths), format=raw.get("format"))
+        return TaskSource(path=_paths(raw["path"], f"{at}.path", fail), format=raw.get("format"),
+                          qrels=_paths(raw["qrels"], f"{at}.qrels", fail) if "qrels" in raw else ())
     return TaskSource(hf=str(raw["hf"]), hf_config=raw.get("config"), split=str(raw.get("split", "train")))
+
+
+def _paths(value: Any, at: str, fail) -> tuple[str, ...]:
+    paths = value if isinstance(value, list) else [value]
+    if not paths or not all(isinstance(p, str) for p in paths):
+        raise fail(at, "expected a file path or a list of them")
+    return tuple(paths)

@@ -15,7 +15,12 @@ from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from pipelines.builders.beir import beir_files
+from pipelines.builders.pair_pool import add_to_corpus
+from pipelines.builders.positives import CorpusIndex
+from pipelines.builders.qrels import Qrels, load_qrels
 from pipelines.builders.result import BuildResult
 from pipelines.builders.sources import SourceConfig, open_mapped
 from pipelines.builders.task_plan import INDEX_COLUMNS, ExamplePlan, plan_examples
@@ -33,19 +38,37 @@ BUILT_BY = "quarry build tasks"  # the manifest's config says which builder made
 
 
 def _select_index(block: pa.Table) -> pa.Table:
-    # Query text is needed only to fill class-task positives; keep it out of the driver otherwise.
-    is_class = np.isin(np.array(block.column("task_type").to_pylist(), dtype=object), CLASS_TYPES)
+    # Texts go to the driver only where the plan needs them: class-task queries (to pair
+    # them) and text pairs' positives (to match them to the corpus).
+    task_types = np.array(block.column("task_type").to_pylist(), dtype=object)
+    is_class, is_retrieval = np.isin(task_types, CLASS_TYPES), task_types == RETRIEVAL
     query = pa.array([q if c else None for q, c in zip(block.column("query").to_pylist(), is_class)], pa.string())
-    return block.select(INDEX_COLUMNS).set_column(INDEX_COLUMNS.index("query"), "query", query)
+    positive = pa.array([p if r else None for p, r in zip(block.column("positive").to_pylist(), is_retrieval)],
+                        pa.string())
+    index = block.select(INDEX_COLUMNS).set_column(INDEX_COLUMNS.index("query"), "query", query)
+    return index.set_column(INDEX_COLUMNS.index("positive"), "positive", positive)
 
 
-def _apply_plan(block: pa.Table, keep: np.ndarray, positive_ids: list, positive: list) -> pa.Table:
-    ids = [new if new is not None else old for old, new in zip(block.column("positive_ids").to_pylist(), positive_ids)]
-    pos = [new if new is not None else old for old, new in zip(block.column("positive").to_pylist(), positive)]
-    block = block.set_column(block.column_names.index("positive_ids"), "positive_ids",
-                             pa.array(ids, pa.list_(pa.string())))
-    block = block.set_column(block.column_names.index("positive"), "positive", pa.array(pos, pa.string()))
+def _apply_plan(block: pa.Table, keep: np.ndarray, replacements: dict[str, list]) -> pa.Table:
+    """``replacements``: column -> per row a new value, or None to keep the row's own."""
+    for column, new_values in replacements.items():
+        old = block.column(column).to_pylist()
+        merged = [new if new is not None else was for was, new in zip(old, new_values)]
+        block = block.set_column(block.column_names.index(column), column,
+                                 pa.array(merged, EXAMPLES_SCHEMA.field(column).type))
     return block.filter(pa.array(keep)).drop_columns([STATUS])
+
+
+def _task_files(task: TaskSpec, base_dir: str) -> tuple[list[str], list[str]]:
+    """The task's query files and qrels files (absolute; a BEIR folder's, for a beir source)."""
+    def absolute(p: str) -> str:
+        return p if "://" in p or os.path.isabs(p) else os.path.join(base_dir, p)
+
+    src = task.source
+    if src.beir:
+        files = beir_files(absolute(src.beir))
+        return [files.queries], list(files.qrels)
+    return [absolute(p) for p in src.path], [absolute(p) for p in src.qrels]
 
 
 def _open_task_source(task: TaskSpec, catalog: Catalog, limit: int | None, base_dir: str):
@@ -65,23 +88,26 @@ def _open_task_source(task: TaskSpec, catalog: Catalog, limit: int | None, base_
         if limit:
             ds = ds.limit(limit)
         return ds, manifest.input_ref()
-    if src.path:
-        paths = [p if "://" in p or os.path.isabs(p) else os.path.join(base_dir, p) for p in src.path]
-        cfg = SourceConfig(kind="files", paths=paths, format=src.format, limit=limit)
+    if src.path or src.beir:
+        cfg = SourceConfig(kind="files", paths=_task_files(task, base_dir)[0], format=src.format, limit=limit)
     else:
         cfg = SourceConfig(kind="hf", hf_name=src.hf, hf_config=src.hf_config, hf_split=src.split, limit=limit)
-    text_fields = [v for k, v in task.columns.items() if k in ("query", "text", "text1", "text2")]
+    text_fields = [v for k, v in task.columns.items() if k in ("query", "text", "text1", "text2", "positive")]
     text_sources = {c for v in text_fields for c in template_fields(v)}
     return open_mapped(cfg, {c: c for c in needed}, text_sources), None
 
 
 def _corpus_for_positives(spec: TaskSetSpec) -> str | None:
+    """The corpus the retrieval tasks' positives point into: the spec's, the one corpus
+    their sources read, or, for text pairs alone, the examples' own name."""
     retrieval = [t for t in spec.tasks if t.type == RETRIEVAL]
     if not retrieval:
         return None
     if spec.corpus:
         return spec.corpus
-    corpora = {t.source.corpus for t in retrieval}
+    corpora = {t.source.corpus for t in retrieval if not t.is_pairs}
+    if not corpora:
+        return spec.name
     if len(corpora) == 1 and None not in corpora:
         return corpora.pop()
     raise InputError(f"{os.path.basename(spec.path) or 'spec'}: corpus: retrieval tasks need the corpus "
@@ -97,18 +123,19 @@ def build_tasks(spec: TaskSetSpec, catalog: Catalog, limit: int | None = None) -
     base_dir = os.path.dirname(os.path.abspath(spec.path)) if spec.path else os.getcwd()
     inputs: dict[tuple, InputRef] = {}
     corpus_name = _corpus_for_positives(spec)
-    corpus_ids = _corpus_ids(catalog, corpus_name, inputs) if corpus_name else None
-    blocks = _task_blocks(spec, catalog, limit, base_dir, inputs)
+    corpus = _corpus_index(catalog, corpus_name, spec, inputs) if corpus_name else None
+    blocks, qrels = _task_blocks(spec, catalog, limit, base_dir, inputs)
     index_parts = ray.get([ray.remote(_select_index).remote(b) for b in blocks])
     index = pa.concat_tables(index_parts) if index_parts else WITH_STATUS.empty_table().select(INDEX_COLUMNS)
-    plan = plan_examples(index, spec, corpus_ids)
-    for name, s in plan.stats.items():
-        log.info("build tasks: %s: %d rows in, %d examples, skipped: %s", name, s.rows_in, s.rows_out,
-                 s.describe_skipped())
-    empty = [name for name, s in plan.stats.items() if s.rows_out == 0]
-    if empty:
-        raise InputError(f"task {empty[0]} produced no usable examples "
-                         f"(skipped: {plan.stats[empty[0]].skipped or 'no rows in source'})")
+    plan = plan_examples(index, spec, corpus)
+    _count_unjudged_queries(index, qrels, plan)
+    _check_every_task_kept_examples(plan)
+    if plan.added_docs:
+        grown = add_to_corpus(catalog, corpus_name, plan.added_docs, spec.name)
+        log.info("build tasks: corpus/%s %s: %d text pairs' positives added", corpus_name, grown.version,
+                 len(plan.added_docs))
+        inputs = {k: v for k, v in inputs.items() if k[:2] != ("corpus", corpus_name)}
+        inputs[("corpus", corpus_name, grown.version)] = grown.input_ref()
     kept, kept_sizes = _apply_on_blocks(blocks, [t.num_rows for t in index_parts], plan)
     config = {"built_by": BUILT_BY, "spec": spec_dict(spec, base_dir), "limit": limit, "corpus": corpus_name}
     with catalog.writer("examples", spec.name) as writer:
@@ -119,28 +146,53 @@ def build_tasks(spec: TaskSetSpec, catalog: Catalog, limit: int | None = None) -
         return BuildResult(manifest=manifest, unchanged=writer.unchanged, changes=changes)
 
 
-def _corpus_ids(catalog: Catalog, name: str, inputs: dict[tuple, InputRef]) -> set[str]:
+def _check_every_task_kept_examples(plan: ExamplePlan) -> None:
+    for name, s in plan.stats.items():
+        log.info("build tasks: %s: %d rows in, %d examples, skipped: %s", name, s.rows_in, s.rows_out,
+                 s.describe_skipped())
+    empty = [name for name, s in plan.stats.items() if s.rows_out == 0]
+    if empty:
+        skipped = plan.stats[empty[0]].describe_skipped() if plan.stats[empty[0]].skipped else "no rows in source"
+        raise InputError(f"task {empty[0]} produced no usable examples (skipped: {skipped})")
+
+
+def _corpus_index(catalog: Catalog, name: str, spec: TaskSetSpec, inputs: dict[tuple, InputRef]) -> CorpusIndex:
+    """The corpus's ids and text hashes (empty where text pairs are to make the corpus)."""
+    if catalog.latest("corpus", name) is None and all(t.is_pairs for t in spec.tasks if t.type == RETRIEVAL):
+        return CorpusIndex()
     manifest = catalog.manifest("corpus", name)
     inputs[("corpus", name, manifest.version)] = manifest.input_ref()
-    ids = catalog.read_table("corpus", name, manifest.version, columns=["doc_id"])
-    return set(ids.column("doc_id").to_pylist())
+    columns = [c for c in ("doc_id", "source_id", "content_hash") if c in manifest.arrow().names]
+    return CorpusIndex.of(catalog.read_table("corpus", name, manifest.version, columns=columns))
 
 
 def _task_blocks(spec: TaskSetSpec, catalog: Catalog, limit: int | None, base_dir: str,
-                 inputs: dict[tuple, InputRef]) -> list:
-    """Every task's rows as Ray blocks (refs), task after task."""
-    blocks = []
+                 inputs: dict[tuple, InputRef]) -> tuple[list, dict[str, Qrels]]:
+    """Every task's rows as Ray blocks (refs), task after task; and the qrels of the tasks
+    judged by them."""
+    blocks, judged = [], {}
     for task in spec.tasks:
         log.info("build tasks: %s (%s) from %s", task.name, task.type, task.source.describe())
         ds, ref = _open_task_source(task, catalog, limit, base_dir)
         if ref:
             inputs[(ref.kind, ref.name, ref.version)] = ref
-        rows = ds.map_batches(build_task_rows, fn_kwargs={"task": task, "spec": spec},
+        qrels = load_qrels(_task_files(task, base_dir)[1]) if task.source.judged else None
+        if qrels is not None:
+            judged[task.name] = qrels
+        rows = ds.map_batches(build_task_rows, fn_kwargs={"task": task, "spec": spec, "qrels": qrels},
                               batch_format="pyarrow", batch_size=1024)
         # Blocks are gathered task by task: Dataset.union does not keep input order, and a
         # stable order is what lets an unchanged rebuild be recognised by its content hash.
         blocks.extend(rows.to_arrow_refs())
-    return blocks
+    return blocks, judged
+
+
+def _count_unjudged_queries(index: pa.Table, qrels: dict[str, Qrels], plan: ExamplePlan) -> None:
+    """Per judged task: the query ids its qrels name that no row of its queries file has."""
+    for task, judged in qrels.items():
+        rows = index.filter(pc.equal(index.column("task"), task))
+        seen = set(rows.column("source_id").to_pylist())
+        plan.stats[task].qrels_naming_no_query = sum(1 for q in judged.by_query if q not in seen)
 
 
 def _apply_on_blocks(blocks: list, sizes: list[int], plan: ExamplePlan) -> tuple[list, list[int]]:
@@ -150,7 +202,9 @@ def _apply_on_blocks(blocks: list, sizes: list[int], plan: ExamplePlan) -> tuple
     offsets = np.cumsum([0] + sizes)
     apply = ray.remote(_apply_plan)
     parts = [slice(offsets[i], offsets[i + 1]) for i in range(len(blocks))]
-    kept = [apply.remote(b, plan.keep[at], plan.positive_ids[at], plan.positive[at]) for b, at in zip(blocks, parts)]
+    kept = [apply.remote(b, plan.keep[at], {"positive_ids": plan.positive_ids[at],
+                                            "positive_grades": plan.positive_grades[at],
+                                            "positive": plan.positive[at]}) for b, at in zip(blocks, parts)]
     return kept, [int(plan.keep[at].sum()) for at in parts]
 
 
@@ -162,7 +216,13 @@ def spec_dict(spec: TaskSetSpec, base_dir: str) -> dict:
     # A list, not a mapping: manifests are written with sorted keys, and the order of the
     # splits is part of how an example id maps to its split (assign_split).
     d["splits"] = [[name, fraction] for name, fraction in spec.splits.items()]
+    def absolute(p: str) -> str:
+        return p if "://" in p or os.path.isabs(p) else os.path.join(base_dir, p)
+
     for task in d["tasks"]:
-        task["source"]["path"] = [p if "://" in p or os.path.isabs(p) else os.path.join(base_dir, p)
-                                  for p in task["source"]["path"]]
+        source = task["source"]
+        source["path"] = [absolute(p) for p in source["path"]]
+        source["qrels"] = [absolute(p) for p in source["qrels"]]
+        if source["beir"]:
+            source["beir"] = absolute(source["beir"])
     return d

@@ -4,6 +4,7 @@ by ``tests/pipelines/cli/test_cli_errors.py`` and ``tests/pipelines/cli/test_cli
 
 from __future__ import annotations
 
+from pipelines.builders.beir import BeirBuildConfig
 from pipelines.builders.corpus import WikiBuildConfig
 from pipelines.builders.sources import SOURCE_KINDS, SourceConfig
 from pipelines.cli.options import Command, build, parse_columns
@@ -27,8 +28,16 @@ def cmd_build_wiki(args, catalog: Catalog) -> None:
                    hf_config=args.hf_config, hf_split=args.hf_split, streaming=not args.no_streaming, paths=args.path,
                    format=args.format, columns=parse_columns(args.columns), limit=args.limit, label=args.source_label)
     cfg = build(WikiBuildConfig, name=args.name, source=source, passage_chars=args.passage_chars,
-                passage_tokens=args.passage_tokens, tokenizer=args.tokenizer)
+                passage_tokens=args.passage_tokens, tokenizer=args.tokenizer, title_in_text=args.title_in_text)
     print(build_wiki(cfg, catalog).summary())
+
+
+def cmd_build_beir(args, catalog: Catalog) -> None:
+    from pipelines.builders.beir import build_beir
+
+    for result in build_beir(build(BeirBuildConfig, folder=args.folder, name=args.name,
+                                   instruction=args.instruction), catalog):
+        print(result.summary())
 
 
 def cmd_build_tasks(args, catalog: Catalog) -> None:
@@ -76,6 +85,12 @@ def add_commands(sub) -> None:
     build_cmd = sub.add_parser("build", help="build a dataset").add_subparsers(dest="what", required=True,
                                                                              metavar="WHAT")
     _add_build_wiki(build_cmd)
+    beir = Command(build_cmd.add_parser("beir", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) "
+                                                     "as a corpus and a retrieval task"), cmd_build_beir)
+    beir.option("folder", "folder", help="the BEIR folder")
+    beir.option("--name", "name", required=True, help="names corpus/NAME, examples/NAME and the task")
+    beir.option("--instruction", "instruction", cls=BeirBuildConfig, help="the task's instruction (default "
+                                                                          "%(default)r)")
     tasks = Command(build_cmd.add_parser("tasks", help="instruction-task datasets from a spec"), cmd_build_tasks)
     tasks.option("--spec", cls=MainJobConfig, field="spec", help="task spec YAML (default %(default)s)")
     tasks.option("--limit", type=int, help="first N source rows per task")
@@ -108,6 +123,8 @@ def _add_build_wiki(build_cmd) -> None:
     wiki.option("--passage-chars", "passage_chars", type=int, help="split texts into passages of at most N characters")
     wiki.option("--passage-tokens", "passage_tokens", type=int, help="split texts into passages of at most N tokens")
     wiki.option("--tokenizer", "tokenizer", help="tokenizer path for --passage-tokens")
+    wiki.option("--title-in-text", "title_in_text", action="store_true",
+                help="begin each text with its title, as mteb encodes a BEIR document")
 
 
 def _add_catalog_commands(sub) -> None:

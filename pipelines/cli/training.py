@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from pipelines.cli.options import Command, build, comma_list
 from pipelines.train.export import ExportConfig
+from pipelines.train.formats import FORMATS, LAYOUTS
 from pipelines.train.layer_sweep import SweepConfig
 from storage import Catalog
 
 
 def cmd_export(args, catalog: Catalog) -> None:
-    from pipelines.train.export import export_shards
+    from pipelines.train.export import export
 
     cfg = build(ExportConfig, name=args.name, examples=args.examples, negatives=args.negatives,
                 training_stage=args.stage, global_batch=args.global_batch, workers=args.workers,
-                num_negatives=args.num_negatives, seed=args.seed, tasks=comma_list(args.tasks))
-    print(export_shards(cfg, catalog).summary())
+                num_negatives=args.num_negatives, seed=args.seed, tasks=comma_list(args.tasks), split=args.split,
+                format=args.format, layout=args.layout, with_scores=args.with_scores)
+    print(export(cfg, catalog).summary())
 
 
 def cmd_train(args, catalog: Catalog) -> None:
@@ -41,8 +43,18 @@ def cmd_lineage(args, catalog: Catalog) -> None:
 
 
 def add_commands(sub) -> None:
-    ex = Command(sub.add_parser("export", help="pack examples + negatives into training shards"), cmd_export)
-    ex.option("--name", "name", help="shards dataset name (default <examples>-stage<N>)")
+    ex = Command(sub.add_parser("export", help="examples + negatives as training data: Quarry's packed shards, or "
+                                               "sentence-transformers' or FlagEmbedding's format"), cmd_export)
+    ex.option("--format", "format", cls=ExportConfig, choices=FORMATS,
+              help="quarry: packed shards for quarry train; sentence-transformers: a datasets folder, Parquet and "
+                   "prompts; flagembedding: JSONL per task (default %(default)s)")
+    ex.option("--layout", "layout", cls=ExportConfig, choices=LAYOUTS,
+              help="sentence-transformers layout (default %(default)s)")
+    ex.option("--with-scores", "with_scores", action="store_true", help="the teacher's scores beside the texts "
+                                                                        "(sentence-transformers, flagembedding)")
+    ex.option("--split", "split", cls=ExportConfig, help="the examples' split to export (default %(default)s)")
+    ex.option("--name", "name", help="dataset name (default <examples>-stage<N> for shards, <examples>-<format> "
+                                     "for the others)")
     ex.option("--examples", "examples", cls=ExportConfig, help="examples dataset (default %(default)s)")
     ex.option("--negatives", "negatives", help="negatives dataset (default: the examples name)")
     ex.option("--stage", "training_stage", cls=ExportConfig, choices=[1, 2],

@@ -26,9 +26,10 @@ def load_task_data(catalog: Catalog, examples_name: str, version: str | None, sp
     """Every chosen task's evaluation data (``tasks``, or every evaluable task), and the
     examples version read (``version``, or the latest)."""
     manifest = catalog.manifest("examples", examples_name, version)
+    columns = ["task", "task_type", "example_id", "split", "instruction", "query", "positive_ids", "positive_grades",
+               "positive", "label", "score"]
     examples = catalog.read_table("examples", examples_name, manifest.version,
-                                  columns=["task", "task_type", "example_id", "split", "instruction", "query",
-                                           "positive_ids", "positive", "label", "score"])
+                                  columns=[c for c in columns if c in manifest.arrow().names])
     chosen = choose_tasks(tasks_in(examples), tasks, EVALUABLE_TYPES, f"examples/{examples_name}",
                           "quarry eval scores")
     corpus: dict[str, str] | None = None
@@ -55,7 +56,9 @@ def load_task_data(catalog: Catalog, examples_name: str, version: str | None, sp
                 corpus = dict(zip(table.column("doc_id").to_pylist(), table.column("text").to_pylist()))
             data.corpus = corpus
             data.queries = {r["example_id"]: r["query"] for r in scored}
-            data.qrels = {r["example_id"]: {p: 1 for p in r["positive_ids"]} for r in scored}
+            # Graded where the qrels gave grades (mteb's nDCG reads them), else every positive 1.
+            data.qrels = {r["example_id"]: dict(zip(r["positive_ids"], r.get("positive_grades") or
+                                                    [1] * len(r["positive_ids"]))) for r in scored}
         elif task_type == CLASSIFICATION:
             if split == "train":
                 raise InputError("classification fits its classifier on the train split: use --split dev or test")

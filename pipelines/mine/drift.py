@@ -16,17 +16,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from miners.drift import (
-    DRIFT_SCHEMA,
-    FALSE_NEGATIVE_REASONS,
-    MinedRun,
-    TaskDrift,
-    drift_dict,
-    format_drift,
-    plot_drift,
-    query_drift,
-    task_drift,
-)
+from miners.drift import (DRIFT_SCHEMA, FALSE_NEGATIVE_REASONS, MinedRun, TaskDrift, drift_dict, format_drift,
+                          plot_drift, query_drift, task_drift)
 from pipelines.mine.reuse import companion_version
 from pipelines.mine.search import SearchResult
 from storage import Catalog, Manifest

@@ -72,6 +72,8 @@ def load_previous(cfg: MineConfig, teacher: ResolvedTeacher, catalog: Catalog) -
         why = "its teacher or settings differ"
     elif not companion_version(m, KIND):
         why = "it kept no per-query search record"
+    elif "neg_source_id" not in m.arrow().names:
+        why = "its rows predate source ids"
     if why:
         log.info("mine: searching every query, not reusing negatives/%s %s: %s", name, version, why)
         return None

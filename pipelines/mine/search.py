@@ -37,8 +37,8 @@ log = logging.getLogger("quarry")
 
 # One row per query that has a positive in its pool: what selection needs to know of it.
 QUERY_SCHEMA = pa.schema([
-    ("task", pa.string()), ("task_type", pa.string()), ("example_id", pa.string()), ("query", pa.string()),
-    ("label", pa.string()), ("positive_positions", pa.list_(pa.int64())),
+    ("task", pa.string()), ("task_type", pa.string()), ("example_id", pa.string()), ("source_id", pa.string()),
+    ("query", pa.string()), ("label", pa.string()), ("positive_positions", pa.list_(pa.int64())),
     ("positive_scores", pa.list_(pa.float32())), ("self_position", pa.int64()),
     ("cand_positions", pa.list_(pa.int64())), ("cand_scores", pa.list_(pa.float32())),
     ("cross_positions", pa.list_(pa.int64())), ("kth_score", pa.float32()),
@@ -46,6 +46,8 @@ QUERY_SCHEMA = pa.schema([
 ])
 CANDIDATE_COLUMNS = ("cand_positions", "cand_scores")
 POSITIVE_NOT_IN_POOL = "positive_not_in_pool"
+EXAMPLE_COLUMNS = ["task", "task_type", "example_id", "source_id", "instruction", "query", "query_hash", "positive_ids",
+                   "label"]
 
 
 @dataclass
@@ -53,7 +55,7 @@ class Pool:
     """Candidates of one search: corpus documents, or a class task's own examples."""
 
     name: str
-    table: pa.Table  # id, text, hash, label
+    table: pa.Table  # id, text, hash, label, source_id
     vectors: np.ndarray | None = None
 
     @functools.cached_property
@@ -88,9 +90,7 @@ class SearchResult:
 def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     """Load examples and pools, embed what the cache lacks (pipelines.runtime.encoding), search (FAISS)."""
     ex_m = catalog.manifest("examples", cfg.examples, cfg.examples_version)
-    examples = catalog.read_table("examples", cfg.examples, ex_m.version,
-                                  columns=["task", "task_type", "example_id", "instruction", "query", "query_hash",
-                                           "positive_ids", "label"])
+    examples = read_with_nulls(catalog, ex_m, EXAMPLE_COLUMNS)
     chosen = choose_tasks(tasks_in(examples), cfg.tasks, MINABLE_TYPES, f"examples/{cfg.examples}",
                           "hard negatives are mined for")
     plans = {task: plan_task(cfg, task, task_type) for task, task_type in chosen.items()}
@@ -137,7 +137,8 @@ def _pools(plans: dict[str, TaskPlan], task_rows: dict[str, pa.Table], catalog: 
             rows = task_rows[plan.task]
             pools[plan.pool] = Pool(plan.pool, pa.table({"id": rows.column("example_id"), "text": rows.column("query"),
                                                          "hash": rows.column("query_hash"),
-                                                         "label": rows.column("label")}))
+                                                         "label": rows.column("label"),
+                                                         "source_id": rows.column("source_id")}))
     return pools
 
 
@@ -240,13 +241,26 @@ def _with_new_vectors(cache: EmbeddingCache, keys: list[str], present: np.ndarra
     return vectors
 
 
+def read_with_nulls(catalog: Catalog, manifest: Manifest, columns: list[str]) -> pa.Table:
+    """``columns`` of a version; one it was written without (a source id, in a version from
+    before they were kept) reads as nulls."""
+    have = set(manifest.arrow().names)
+    table = catalog.read_table(manifest.kind, manifest.name, manifest.version,
+                               columns=[c for c in columns if c in have])
+    for c in columns:
+        if c not in have:
+            table = table.append_column(c, pa.nulls(table.num_rows, pa.string()))
+    return table.select(columns)
+
+
 def _corpus_pool(catalog: Catalog, corpus_m) -> Pool:
-    corpus = catalog.read_table("corpus", corpus_m.name, corpus_m.version, columns=["doc_id", "text", "content_hash"])
+    corpus = read_with_nulls(catalog, corpus_m, ["doc_id", "text", "content_hash", "source_id"])
     if corpus.num_rows == 0:
         raise InputError(f"corpus/{corpus_m.name} {corpus_m.version} is empty: nothing to mine from")
     return Pool(CORPUS_POOL, pa.table({"id": corpus.column("doc_id"), "text": corpus.column("text"),
                                        "hash": corpus.column("content_hash"),
-                                       "label": pa.nulls(corpus.num_rows, pa.string())}))
+                                       "label": pa.nulls(corpus.num_rows, pa.string()),
+                                       "source_id": corpus.column("source_id")}))
 
 
 def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndarray, searcher: Searcher | None,
@@ -260,6 +274,7 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
     ids = rows.column("example_id").to_pylist()
     queries = rows.column("query").to_pylist()
     labels = rows.column("label").to_pylist()
+    source_ids = rows.column("source_id").to_pylist()
     positives = rows.column("positive_ids").to_pylist()
     positions = [[pool.position[p] for p in pids if p in pool.position] for pids in positives]
     # Queries with the same (normalised) text: each one's positives are false negatives for the others.
@@ -283,7 +298,8 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
             continue
         pos_scores = (pool.vectors[positions[i]] @ q_vectors[i]).astype(np.float32)
         n = row[i]
-        values = (plan.task, plan.task_type, example_id, queries[i], labels[i], positions[i], pos_scores.tolist(),
+        values = (plan.task, plan.task_type, example_id, source_ids[i], queries[i], labels[i], positions[i],
+                  pos_scores.tolist(),
                   pool.position.get(example_id) if plan.filters_same_class else None,
                   sorted(same_text[keys[i]] - set(positions[i])), float(scores[n][-1]))
         for name, value in zip(out, values):

@@ -54,7 +54,7 @@ class _PoolColumns:
     """One candidate pool as the stage reads it: Arrow columns to take output values from,
     and the codes ``select_batch`` compares."""
 
-    table: pa.Table  # id, label
+    table: pa.Table  # id, label, source_id
     codes: PoolCodes  # hash codes, label codes (-1: none)
     label_values: pa.Array  # the label dictionary that the codes index
 
@@ -62,7 +62,7 @@ class _PoolColumns:
     def of(cls, table: pa.Table) -> "_PoolColumns":
         hashes = pc.dictionary_encode(table.column("hash")).combine_chunks()
         labels = pc.dictionary_encode(table.column("label")).combine_chunks()
-        return cls(table=table.select(["id", "label"]).combine_chunks(),
+        return cls(table=table.select(["id", "label", "source_id"]).combine_chunks(),
                    codes=PoolCodes(hashes=_codes(hashes.indices), labels=_codes(labels.indices)),
                    label_values=labels.dictionary)
 
@@ -128,7 +128,8 @@ class SelectNegatives:
         anchor_ids = pc.if_else(pa.array(sel.anchors >= 0), anchor_ids, pa.nulls(len(anchor_ids), pa.string()))
         anchor_scores = np.where(sel.anchors >= 0, cand.positive_scores.values[np.maximum(sel.anchors, 0)]
                                  if cand.positive_scores.values.size else 0, np.nan).astype(np.float64)
-        per_query = {"example_id": rows.column("example_id"), "query_row": rows.column("query_row"),
+        per_query = {"example_id": rows.column("example_id"), "query_source_id": rows.column("source_id"),
+                     "query_row": rows.column("query_row"),
                      "positive_id": anchor_ids, "positive_score": pa.array(anchor_scores, mask=sel.anchors < 0),
                      "label": rows.column("label"),
                      "threshold": pa.array(sel.thresholds, mask=~np.isfinite(sel.thresholds))}
@@ -155,10 +156,11 @@ class SelectNegatives:
                        **{name: column.take(take) for name, column in per_query.items()}}
         if columns is None:
             candidate = {name: pa.nulls(n, SELECTED_SCHEMA.field(name).type)
-                         for name in ("neg_id", "neg_position", "neg_score", "neg_rank", "neg_label")}
+                         for name in ("neg_id", "neg_source_id", "neg_position", "neg_score", "neg_rank", "neg_label")}
         else:
             at_pool = pa.array(cand.positions[queries, columns], pa.int64())
-            candidate = {"neg_id": pool.table.column("id").take(at_pool), "neg_position": at_pool,
+            candidate = {"neg_id": pool.table.column("id").take(at_pool),
+                         "neg_source_id": pool.table.column("source_id").take(at_pool), "neg_position": at_pool,
                          "neg_score": pa.array(cand.scores[queries, columns], pa.float32()),
                          "neg_rank": pa.array(columns, pa.int32()),
                          "neg_label": pool.table.column("label").take(at_pool)}

@@ -18,16 +18,8 @@ import pyarrow.compute as pc
 
 from miners.cache import EmbedStats
 from miners.drift import MinedRun
-from miners.report import (
-    TaskReport,
-    TaskScores,
-    build_report,
-    format_report,
-    plot_scores,
-    report_dict,
-    task_scores,
-    to_json,
-)
+from miners.report import (TaskReport, TaskScores, build_report, format_report, plot_scores, report_dict, task_scores,
+                           to_json)
 from pipelines.mine.config import MineConfig
 from pipelines.mine.drift import DriftResult, flagged, previous_run, write_drift
 from pipelines.mine.reuse import KIND as SEARCHED

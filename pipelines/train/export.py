@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.inputs import choose_tasks, examples_corpus, tasks_in
+from pipelines.train.formats import FORMATS, LAYOUTS
 from storage import Catalog, ConfigError, InputError, InputRef, Manifest, validate_name
 from storage.names import DEFAULT_DATASET
 from storage.schemas import CLASS_TYPES, RETRIEVAL, TRAINING_STAGE_TYPES, allows_in_batch_negatives
@@ -37,10 +38,18 @@ class ExportConfig:
     seed: int = 0
     split: str = "train"
     tasks: tuple[str, ...] = field(default_factory=tuple)  # default: every task the stage allows
+    format: str = "quarry"  # quarry: packed shards; or another trainer's layout (pipelines.train.formats)
+    layout: str = "n-tuple"  # sentence-transformers: triplet, n-tuple or labeled-list
+    with_scores: bool = False  # the other trainers' formats: the teacher's scores beside the texts
 
     def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError("format", f"must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError("layout", f"must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.name is None:
-            self.name = f"{self.examples}-stage{self.training_stage}"
+            self.name = (f"{self.examples}-stage{self.training_stage}" if self.format == "quarry"
+                         else f"{self.examples}-{self.format}")
         validate_name(self.name)
         validate_name(self.examples)
         if self.negatives is not None:
@@ -54,6 +63,8 @@ class ExportConfig:
                                               f"got {self.global_batch}")
         if self.num_negatives < 0:
             raise ConfigError("num_negatives", f"must be 0 (in-batch negatives only) or more, got {self.num_negatives}")
+        if self.format != "quarry" and self.num_negatives < 1:
+            raise ConfigError("num_negatives", f"must be at least 1 for the {self.format} format, got 0")
 
 
 @dataclass
@@ -75,6 +86,15 @@ class ExportResult:
 
 
 Negative = tuple[int, str, str | None]  # (teacher rank, text, label)
+
+
+def export(cfg: ExportConfig, catalog: Catalog):
+    """``quarry export``: Quarry's shards, or another trainer's format (``pipelines.train.export_formats``)."""
+    if cfg.format == "quarry":
+        return export_shards(cfg, catalog)
+    from pipelines.train.export_formats import export_for_trainers
+
+    return export_for_trainers(cfg, catalog)
 
 
 def export_shards(cfg: ExportConfig, catalog: Catalog) -> ExportResult:
@@ -125,7 +145,8 @@ def _negatives_by_example(catalog: Catalog, cfg: ExportConfig, inputs: list[Inpu
     name = cfg.negatives or cfg.examples
     m = catalog.manifest("negatives", name)
     inputs.append(m.input_ref())
-    table = catalog.read_table("negatives", name, m.version, columns=["example_id", "neg_text", "neg_label", "neg_rank"])
+    table = catalog.read_table("negatives", name, m.version,
+                               columns=["example_id", "neg_text", "neg_label", "neg_rank"])
     out: dict[str, list[Negative]] = defaultdict(list)
     for eid, text, label, rank in zip(*(table.column(c).to_pylist()
                                         for c in ("example_id", "neg_text", "neg_label", "neg_rank"))):

@@ -8,14 +8,7 @@ import pytest
 
 import miners.teacher as teacher_module
 from miners.cache import EmbeddingCache, embeddings_table
-from miners.teacher import (
-    PRECISIONS,
-    Teacher,
-    TeacherSpec,
-    fingerprint,
-    plan_batches,
-    resolve_teacher,
-)
+from miners.teacher import PRECISIONS, Teacher, TeacherSpec, fingerprint, plan_batches, resolve_teacher
 from storage import PACKAGED_MINILM, CatalogError, InputError, resolve_packaged
 
 MINILM_LAYER = "encoder.layer.3.attention.self.query.weight"

@@ -7,18 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from miners.drift import (
-    ADDED,
-    CHANGED,
-    REMOVED,
-    SAME,
-    MinedRun,
-    TaskDrift,
-    format_drift,
-    plot_drift,
-    query_drift,
-    task_drift,
-)
+from miners.drift import (ADDED, CHANGED, REMOVED, SAME, MinedRun, TaskDrift, format_drift, plot_drift, query_drift,
+                          task_drift)
 from storage.schemas import DRIFT_SCHEMA
 
 

@@ -1,18 +1,8 @@
 import numpy as np
 import pytest
 
-from miners.select import (
-    ABOVE_THRESHOLD,
-    DUPLICATE_OF_POSITIVE,
-    IS_POSITIVE,
-    OTHER_QUERY_POSITIVE,
-    SAME_CLASS,
-    SHIFTED,
-    QueryFacts,
-    SelectionConfig,
-    normalized_query_key,
-    select_for_query,
-)
+from miners.select import (ABOVE_THRESHOLD, DUPLICATE_OF_POSITIVE, IS_POSITIVE, OTHER_QUERY_POSITIVE, SAME_CLASS,
+                           SHIFTED, QueryFacts, SelectionConfig, normalized_query_key, select_for_query)
 from storage import ConfigError
 
 # A pool of 10 candidates; candidate i has hash "h{i}". Teacher order below: 0 (the positive), then 1..9.

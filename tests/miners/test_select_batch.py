@@ -7,14 +7,7 @@ import numpy as np
 import pytest
 
 from miners.select import REASONS, QueryFacts, SelectionConfig, select_for_query
-from miners.select_batch import (
-    KEPT,
-    PADDING,
-    CandidateBatch,
-    PoolCodes,
-    Ragged,
-    select_batch,
-)
+from miners.select_batch import KEPT, PADDING, CandidateBatch, PoolCodes, Ragged, select_batch
 
 POOL_SIZE, QUERIES, DEPTH = 60, 80, 14
 LABELS = ["a", "b", "c"]

@@ -2,12 +2,7 @@
 
 import pyarrow as pa
 
-from storage.changes import (
-    CORPUS_CHANGES,
-    EXAMPLE_CHANGES,
-    ChangeSummary,
-    summarize_changes,
-)
+from storage.changes import CORPUS_CHANGES, EXAMPLE_CHANGES, ChangeSummary, summarize_changes
 
 
 def _corpus(rows):
@@ -28,6 +23,7 @@ def test_examples_count_per_task_and_a_removed_row_keeps_its_old_task():
     def table(rows):
         return pa.table({"example_id": [r[0] for r in rows], "task": [r[1] for r in rows],
                          "query_hash": [r[2] for r in rows], "positive_ids": [r[3] for r in rows],
+                         "positive_grades": pa.nulls(len(rows), pa.list_(pa.int64())),
                          "positive": [None] * len(rows), "label": [None] * len(rows),
                          "score": pa.nulls(len(rows), pa.float64())})
 

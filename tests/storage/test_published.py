@@ -6,14 +6,7 @@ import os
 import pytest
 
 from storage import DataRoot, InputError
-from storage.published import (
-    MARKER,
-    fetch_dir,
-    is_published,
-    local_mirror,
-    publish_dir,
-    saved_model,
-)
+from storage.published import MARKER, fetch_dir, is_published, local_mirror, publish_dir, saved_model
 
 
 def _folder(path, files: dict[str, str]) -> str:

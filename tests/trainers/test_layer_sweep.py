@@ -5,13 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers import EmbeddingModel
-from trainers.layer_sweep import (
-    Cutoffs,
-    cutoffs,
-    layer_losses,
-    local_minima,
-    pooled_per_layer,
-)
+from trainers.layer_sweep import Cutoffs, cutoffs, layer_losses, local_minima, pooled_per_layer
 from trainers.loss import loss_from_embeddings
 from trainers.objectives import StepInputs
 from trainers.pooling import masked_mean

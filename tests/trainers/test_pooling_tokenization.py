@@ -4,13 +4,7 @@ from tokenizers import Tokenizer, models
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from storage import PACKAGED_MINILM, resolve_packaged
-from trainers.pooling import (
-    Pooler,
-    PoolingConfig,
-    last_token,
-    masked_mean,
-    weighted_mean,
-)
+from trainers.pooling import Pooler, PoolingConfig, last_token, masked_mean, weighted_mean
 from trainers.tokenization import batch_encode, encode_pair, special_layout
 
 

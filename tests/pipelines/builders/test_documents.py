@@ -4,14 +4,8 @@ import pyarrow as pa
 import pytest
 
 from pipelines.builders.corpus import plan_dedup
-from pipelines.builders.documents import (
-    NormalizeOptions,
-    clean_text,
-    content_hash,
-    normalize_documents,
-    split_passages,
-    stable_doc_id,
-)
+from pipelines.builders.documents import (NormalizeOptions, clean_text, content_hash, normalize_documents,
+                                          split_passages, stable_doc_id)
 from storage import InputError
 
 
@@ -69,14 +63,17 @@ def test_normalize_into_passages_gives_parent_ids():
 
 
 def _index(rows):
-    return pa.table({k: [r[i] for r in rows] for i, k in enumerate(["doc_id", "title", "content_hash", "_status"])})
+    columns = ["doc_id", "title", "content_hash", "_status", "source_id"]
+    rows = [r if len(r) == 5 else (*r, None) for r in rows]
+    return pa.table({k: pa.array([r[i] for r in rows], pa.string()) for i, k in enumerate(columns)})
 
 
 def test_dedup_keeps_smallest_doc_id_per_text_whatever_the_order():
     rows = [("b", "B", "h1", "ok"), ("a", "A", "h1", "ok"), ("c", "C", "h2", "ok"), ("d", "D", "h3", "empty_text")]
     plan = plan_dedup(_index(rows))
     assert plan.keep.tolist() == [False, True, True, False]
-    assert asdict(plan.stats) == {"rows_in": 4, "empty_text": 1, "missing_title": 0, "duplicate_content": 1, "rows_out": 2}
+    assert asdict(plan.stats) == {"rows_in": 4, "empty_text": 1, "missing_title": 0, "duplicate_content": 1,
+                                  "rows_out": 2}
     reversed_plan = plan_dedup(_index(rows[::-1]))
     assert reversed_plan.keep.tolist() == plan.keep.tolist()[::-1]
 
@@ -86,3 +83,24 @@ def test_duplicate_ids_with_different_text_are_an_error():
         plan_dedup(_index([("a", "A1", "h1", "ok"), ("a", "A2", "h2", "ok")]))
     # The same id with the same text is a plain duplicate, kept once.
     assert plan_dedup(_index([("a", "A", "h1", "ok"), ("a", "A", "h1", "ok")])).keep.sum() == 1
+
+
+def test_a_rows_own_id_is_its_source_id_in_every_passage():
+    batch = _raw(title=["A", "B"], text=["First sentence here. Second sentence here.", "short"], id=["u1", None])
+    out = normalize_documents(batch, NormalizeOptions(source="s", default_lang="en", passage_chars=25))
+    assert out.column("source_id").to_pylist() == ["u1", "u1", None]
+    assert out.column("doc_id").to_pylist()[0] == stable_doc_id("s", "u1") + "-0000"  # the id, not the title
+
+
+def test_rows_with_their_own_ids_are_kept_whatever_their_text_and_an_id_twice_is_refused():
+    rows = [("a", "A", "h1", "ok", "u1"), ("b", "B", "h1", "ok", "u2"), ("c", "C", "h1", "ok", None)]
+    assert plan_dedup(_index(rows)).keep.tolist() == [True, True, True]  # qrels may name either copy
+    twice = [("a", "A", "h1", "ok", "u1"), ("b", "B", "h2", "ok", "u1")]
+    with pytest.raises(InputError, match="duplicate source id 'u1': two rows have it \\(titled 'A' and 'B'\\)"):
+        plan_dedup(_index(twice))
+
+
+def test_a_title_goes_into_the_text_where_asked_as_mteb_reads_a_beir_document():
+    out = normalize_documents(_raw(title=["Paris"], text=["The capital."]),
+                              NormalizeOptions(source="s", default_lang="en", title_in_text=True))
+    assert out.column("text").to_pylist() == ["Paris The capital."]

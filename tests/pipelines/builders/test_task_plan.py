@@ -1,8 +1,10 @@
 import pyarrow as pa
 import pytest
 
-from pipelines.builders.task_plan import INDEX_COLUMNS, plan_examples
-from pipelines.builders.task_rows import assign_split, build_task_rows
+from pipelines.builders.documents import content_hash
+from pipelines.builders.positives import CorpusIndex
+from pipelines.builders.task_plan import INDEX_COLUMNS, SAME_QUERY, plan_examples
+from pipelines.builders.task_rows import WITH_STATUS, assign_split, build_task_rows
 from pipelines.builders.task_spec import parse_task_set
 from storage import InputError
 
@@ -59,14 +61,17 @@ def _class_rows(labels, splits=None):
 
 
 def _index(rows):
-    return pa.table({c: rows[c] for c in INDEX_COLUMNS})
+    n = len(rows["task"])
+    defaults = {"source_id": [None] * n, "positive_grades": [None] * n, "positive": [None] * n}
+    return pa.table({c: rows[c] if c in rows else defaults[c] for c in INDEX_COLUMNS},
+                    schema=pa.schema([WITH_STATUS.field(c) for c in INDEX_COLUMNS]))
 
 
 def test_class_pairs_are_same_class_same_split_never_self():
     labels = ["a"] * 5 + ["b"] * 3 + ["c"]
     splits = ["train"] * 4 + ["test"] + ["train"] * 4
     rows = _class_rows(labels, splits)
-    plan = plan_examples(_index(rows), SPEC, corpus_ids=None)
+    plan = plan_examples(_index(rows), SPEC, None)
     by_id = {eid: i for i, eid in enumerate(rows["example_id"])}
     partners = set()
     for i in range(len(labels)):
@@ -87,7 +92,7 @@ def test_retrieval_positives_are_checked_against_the_corpus():
     rows = {"task": ["ret"] * 3, "task_type": ["retrieval"] * 3, "example_id": ["ret:1", "ret:2", "ret:3"],
             "split": ["train"] * 3, "label": [None] * 3, "query": [None] * 3,
             "positive_ids": [["d1"], ["d1", "zz"], ["zz"]], "_status": ["ok"] * 3}
-    plan = plan_examples(_index(rows), SPEC, corpus_ids={"d1"})
+    plan = plan_examples(_index(rows), SPEC, _corpus(["d1"]))
     assert plan.keep.tolist() == [True, True, False]
     assert plan.positive_ids[1] == ["d1"]
     assert plan.stats["ret"].skipped == {"positive_not_in_corpus": 1}
@@ -104,3 +109,35 @@ def test_duplicate_explicit_ids_are_an_error_derived_ones_are_dropped():
            "positive_ids": [["d1"], ["d1"]], "_status": ["ok"] * 2}
     plan = plan_examples(_index(ret), SPEC, None)
     assert plan.keep.tolist() == [True, False] and plan.stats["ret"].skipped == {"duplicate": 1}
+
+
+def _corpus(doc_ids, source_ids=None, texts=None):
+    texts = texts or [f"text of {d}" for d in doc_ids]
+    return CorpusIndex.of(pa.table({"doc_id": doc_ids, "source_id": source_ids or [None] * len(doc_ids),
+                                    "content_hash": [content_hash(x) for x in texts]}))
+
+
+def test_positive_ids_that_name_source_ids_become_doc_ids_with_their_grades():
+    rows = {"task": ["ret"] * 2, "task_type": ["retrieval"] * 2, "example_id": ["ret:1", "ret:2"],
+            "split": ["train"] * 2, "label": [None] * 2, "query": [None] * 2,
+            "positive_ids": [["u1", "u2"], ["u9"]], "positive_grades": [[2, 1], [1]], "_status": ["ok"] * 2}
+    plan = plan_examples(_index(rows), SPEC, _corpus(["x1", "x2"], ["u1", "u2"]))
+    assert plan.keep.tolist() == [True, False]
+    assert (plan.positive_ids[0], plan.positive_grades[0]) == (["x1", "x2"], [2, 1])
+    assert plan.stats["ret"].skipped == {"positive_not_in_corpus": 1}
+
+
+PAIRS = parse_task_set({"name": "ex", "tasks": [{"name": "pairs", "type": "retrieval", "source": {"path": "p.jsonl"},
+                                                "columns": {"query": "anchor", "positive": "pos"}}]})
+
+
+def test_text_pairs_that_share_a_query_are_one_example_and_new_positives_join_the_corpus():
+    rows = {"task": ["pairs"] * 3, "task_type": ["retrieval"] * 3, "example_id": ["pairs:a", "pairs:b", "pairs:a"],
+            "split": ["train"] * 3, "label": [None] * 3, "query": [None] * 3, "positive_ids": [[], [], []],
+            "positive": ["known text", "first new", "second new"], "_status": ["ok"] * 3}
+    plan = plan_examples(_index(rows), PAIRS, _corpus(["k1"], texts=["known text"]))
+    assert plan.keep.tolist() == [True, True, False]
+    first, second = (plan.added_docs[content_hash(x)][0] for x in ("first new", "second new"))
+    assert plan.positive_ids[0] == ["k1", second]  # the shared query keeps both positives, not a false negative
+    assert plan.positive_ids[1] == [first]
+    assert plan.stats["pairs"].skipped == {SAME_QUERY: 1} and plan.stats["pairs"].positives_added_to_corpus == 2

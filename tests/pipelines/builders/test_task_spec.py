@@ -26,7 +26,16 @@ def test_shipped_vital_spec_parses():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"task": {"type": "ranking"}}, r"spec: tasks\[0\].type: unknown task type 'ranking'"),
-    ({"task": {"columns": {"query": "title"}}}, r"tasks\[0\].columns: a retrieval task needs 'positive_ids'"),
+    ({"task": {"columns": {"query": "title"}}},
+     r"tasks\[0\].columns: a retrieval task names its positives one way: positive_ids, positive \(text pairs\) "
+     r"or a source with qrels; got none"),
+    ({"task": {"columns": {"query": "title", "positive_ids": "doc_id", "positive": "text"}}},
+     r"tasks\[0\].columns: a retrieval task names its positives one way: .*got positive_ids, positive"),
+    ({"task": {"source": {"path": "q.jsonl", "qrels": "qrels.tsv"}, "columns": {"query": "text"}}},
+     r"tasks\[0\].columns: a task judged by qrels needs 'id'"),
+    ({"task": {"source": {"corpus": "vital", "qrels": "qrels.tsv"}}},
+     r"tasks\[0\].source.qrels: qrels judge the queries of a path source"),
+    ({"task": {"positives": "titles"}}, r"tasks\[0\].positives: must be one of auto, doc_ids, source_ids"),
     ({"task": {"columns": {"query": "t", "positive_ids": "d", "label": "x"}}}, r"tasks\[0\].columns.label: not a field"),
     ({"task": {"source": {"corpus": "c", "path": "f.jsonl"}}}, r"tasks\[0\].source: give exactly one"),
     ({"task": {"name": "../x"}}, r"tasks\[0\].name: invalid dataset name"),

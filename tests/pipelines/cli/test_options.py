@@ -3,16 +3,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipelines.cli.options import (
-    FLAGS_DEST,
-    Command,
-    as_flags,
-    build,
-    comma_list,
-    default,
-    int_list,
-    parse_columns,
-)
+from pipelines.cli.options import FLAGS_DEST, Command, as_flags, build, comma_list, default, int_list, parse_columns
 from storage import ConfigError, InputError
 
 

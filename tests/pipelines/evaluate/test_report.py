@@ -3,13 +3,7 @@
 import json
 
 from miners.cache import EmbedStats
-from pipelines.evaluate.report import (
-    loss_curve_png,
-    losses_by_task,
-    moving_average,
-    verdict,
-    write_run_report,
-)
+from pipelines.evaluate.report import loss_curve_png, losses_by_task, moving_average, verdict, write_run_report
 from pipelines.evaluate.results import EvalResult, ModelEval, Score
 
 

@@ -255,8 +255,8 @@ def test_bad_refresh_input_is_one_line(refreshed, capsys, only, message):
 
 def test_a_spec_recorded_in_a_manifest_gives_the_same_splits():
     """Manifests are written with sorted keys; the order of the splits must survive that."""
-    from pipelines.builders.task_spec import parse_task_set, spec_from_dict
     from pipelines.builders.task_rows import assign_split
+    from pipelines.builders.task_spec import parse_task_set, spec_from_dict
     from pipelines.builders.tasks import spec_dict
 
     raw = {"name": "s", "splits": {"train": 0.8, "test": 0.1, "dev": 0.1},

@@ -9,24 +9,19 @@ import pytest
 from miners.select import IS_POSITIVE, QueryFacts, SelectionConfig, select_for_query
 from pipelines.mine.config import TaskPlan
 from pipelines.mine.search import QUERY_SCHEMA
-from pipelines.mine.select import (
-    NEGATIVE,
-    QUERY,
-    REJECTED,
-    SELECTED_SCHEMA,
-    SelectedTexts,
-    SelectNegatives,
-)
+from pipelines.mine.select import NEGATIVE, QUERY, REJECTED, SELECTED_SCHEMA, SelectedTexts, SelectNegatives
 from pipelines.mine.texts import PoolTexts
 from pipelines.mine.write import split_selected
 from storage.schemas import NEGATIVE_SCHEMA, REJECTION_SCHEMA
 
 POOL = pa.table({"id": [f"d{i}" for i in range(6)], "text": [f"text {i}" for i in range(6)],
-                 "hash": [f"h{i}" for i in range(6)], "label": pa.nulls(6, pa.string())})
+                 "hash": [f"h{i}" for i in range(6)], "label": pa.nulls(6, pa.string()),
+                 "source_id": [f"u{i}" for i in range(6)]})
 
 
 def _queries():
     rows = {"task": ["t", "t"], "task_type": ["retrieval"] * 2, "example_id": ["t:q1", "t:q2"],
+            "source_id": ["q1", "q2"],
             "query": ["q one", "q two"], "label": [None, None], "positive_positions": [[0], [5]],
             "positive_scores": [[0.9], [0.3]], "self_position": [None, None],
             "cand_positions": [[0, 1, 2, 3], [5, 4]], "cand_scores": [[0.9, 0.86, 0.8, 0.5], [0.3, 0.29]],
@@ -51,6 +46,8 @@ def test_selection_rows_of_three_kinds():
     assert set(negatives.column("query").to_pylist()) == {"q one"}
     assert negatives.column("neg_id").to_pylist() == ["d2", "d3"] and set(negatives.column("run_id").to_pylist()) == {
         "run-1"}
+    assert negatives.column("neg_source_id").to_pylist() == ["u2", "u3"]  # the user's own ids, to join back
+    assert set(negatives.column("query_source_id").to_pylist()) == {"q1"}
     rejected = texts.join(split_selected(out, REJECTED), REJECTION_SCHEMA)
     assert rejected.schema == REJECTION_SCHEMA
     assert rejected.column("cand_text").to_pylist() == ["text 0", "text 1", "text 5", "text 4"]
@@ -65,20 +62,23 @@ def test_written_scores_and_thresholds_equal_the_per_query_reference_in_float32(
     scores = np.sort(rng.uniform(-0.2, 1.0, (n_queries, depth)).astype(np.float32), axis=1)[:, ::-1]
     positive = rng.uniform(-0.2, 1.0, n_queries).astype(np.float32)
     rows = {"task": ["t"] * n_queries, "task_type": ["retrieval"] * n_queries,
-            "example_id": [f"t:q{i}" for i in range(n_queries)], "query": [f"q {i}" for i in range(n_queries)],
+            "example_id": [f"t:q{i}" for i in range(n_queries)], "source_id": [None] * n_queries,
+            "query": [f"q {i}" for i in range(n_queries)],
             "label": [None] * n_queries, "positive_positions": [[0]] * n_queries,
             "positive_scores": [[float(s)] for s in positive], "self_position": [None] * n_queries,
             "cand_positions": [[1, 2, 3, 4, 5, 0][:depth]] * n_queries, "cand_scores": scores.tolist(),
-            "cross_positions": [[]] * n_queries, "kth_score": scores[:, -1].tolist(), "query_row": list(range(n_queries))}
+            "cross_positions": [[]] * n_queries, "kth_score": scores[:, -1].tolist(),
+            "query_row": list(range(n_queries))}
     queries = pa.Table.from_pydict(rows, schema=QUERY_SCHEMA)
     cfg = SelectionConfig(num_negatives=2)
-    out = SelectNegatives({"corpus": POOL}, {"t": TaskPlan("t", "retrieval", "corpus", cfg)}, "teacher#fp", "r")(queries)
+    plans = {"t": TaskPlan("t", "retrieval", "corpus", cfg)}
+    out = SelectNegatives({"corpus": POOL}, plans, "teacher#fp", "r")(queries)
     texts = SelectedTexts(queries=queries.column("query"),
                           pools=PoolTexts({"corpus": POOL.column("text")}, {"t": "corpus"}))
     written = texts.join(split_selected(out, NEGATIVE), NEGATIVE_SCHEMA)
     facts = {f"t:q{i}": select_for_query(np.array(rows["cand_positions"][i]), scores[i],
-                                         QueryFacts(f"t:q{i}", [0], [float(positive[i])]), POOL.column("hash").to_pylist(),
-                                         None, cfg) for i in range(n_queries)}
+                                         QueryFacts(f"t:q{i}", [0], [float(positive[i])]),
+                                         POOL.column("hash").to_pylist(), None, cfg) for i in range(n_queries)}
     assert written.num_rows > n_queries  # most queries have their 2 negatives
     for eid, score, threshold in zip(*(written.column(c).to_pylist() for c in ("example_id", "positive_score",
                                                                               "threshold"))):
@@ -118,7 +118,8 @@ def _reference_rows(batch: pa.Table, pools: dict, plans: dict) -> list[dict]:
         sel = select_for_query(np.asarray(row["cand_positions"]), np.asarray(row["cand_scores"], np.float32), facts,
                                pool["hash"], pool["label"] if plan.filters_same_class else None, plan.selection)
         anchor = int(np.argmin(facts.positive_scores))
-        base = {"task": plan.task, "task_type": plan.task_type, "example_id": row["example_id"], "query": row["query"],
+        base = {"task": plan.task, "task_type": plan.task_type, "example_id": row["example_id"],
+                "query_source_id": row["source_id"], "query": row["query"],
                 "positive_id": pool["id"][facts.positive_positions[anchor]],
                 "positive_score": facts.positive_scores[anchor], "label": row["label"],
                 "strategy": plan.selection.strategy,
@@ -128,6 +129,7 @@ def _reference_rows(batch: pa.Table, pools: dict, plans: dict) -> list[dict]:
             for p, s, r, why in cands:
                 named = p is not None
                 out.append({**base, "row_kind": kind, "neg_id": pool["id"][p] if named else None,
+                            "neg_source_id": pool["source_id"][p] if named else None,
                             "neg_text": pool["text"][p] if named else None, "neg_score": s, "neg_rank": r,
                             "neg_label": pool["label"][p] if named else None, "reason": why})
     return out
@@ -141,10 +143,11 @@ def test_stage_rows_equal_the_per_query_reference():
     n_docs, n_cls = 40, 30
     corpus = pa.table({"id": [f"d{i}" for i in range(n_docs)], "text": [f"doc {i}" for i in range(n_docs)],
                        "hash": [f"h{rng.integers(0, 25)}" for _ in range(n_docs)],
-                       "label": pa.nulls(n_docs, pa.string())})
+                       "label": pa.nulls(n_docs, pa.string()), "source_id": [f"s{i}" for i in range(n_docs)]})
     cls_labels = [["x", "y", "z"][rng.integers(0, 3)] for _ in range(n_cls)]
     examples = pa.table({"id": [f"c:{i}" for i in range(n_cls)], "text": [f"ex {i}" for i in range(n_cls)],
-                         "hash": [f"e{i}" for i in range(n_cls)], "label": cls_labels})
+                         "hash": [f"e{i}" for i in range(n_cls)], "label": cls_labels,
+                         "source_id": pa.nulls(n_cls, pa.string())})
     rows = []
     for task, size, labelled in (("ret", n_docs, False), ("cls", n_cls, True)):
         for q in range(25):
@@ -152,7 +155,8 @@ def test_stage_rows_equal_the_per_query_reference():
             cands = rng.permutation(size)[:depth]
             positives = [int(x) for x in rng.choice(size, size=int(rng.integers(1, 3)), replace=False)]
             rows.append({"task": task, "task_type": "classification" if labelled else "retrieval",
-                         "example_id": f"c:{q}" if labelled else f"ret:{q}", "query": f"query {q}",
+                         "example_id": f"c:{q}" if labelled else f"ret:{q}", "source_id": None,
+                         "query": f"query {q}",
                          "label": cls_labels[q] if labelled else None, "positive_positions": positives,
                          "positive_scores": np.round(rng.uniform(0.3, 1, len(positives)), 2).tolist(),
                          "self_position": q if labelled else None, "cand_positions": cands.tolist(),

@@ -3,12 +3,7 @@
 import pytest
 
 from pipelines.cli import main
-from pipelines.runtime.jobs import (
-    REPO_ROOT,
-    SubmitConfig,
-    first_message_line,
-    parse_env,
-)
+from pipelines.runtime.jobs import REPO_ROOT, SubmitConfig, first_message_line, parse_env
 from storage import QuarryError
 
 
