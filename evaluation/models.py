@@ -97,15 +97,12 @@ class QuarryPairEncoder:
         """Each pair is tokenized once: its length plans the batches, its ids fill them."""
         import torch
 
-        from trainers.tokenization import encode_pair, pad_pairs
-
         m = self.model
-        pairs = [encode_pair(m.tokenizer, m.layout, ins or "", text, m.config.max_length)
-                 for ins, text in zip(instructions, texts)]
+        pairs = m.encode_inputs(instructions, texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for rows in plan_batches([len(ids) for ids, _ in pairs], batch_size, max_batch_tokens or 1 << 62):
-                feats = pad_pairs(m.tokenizer, [pairs[i] for i in rows], m.config.padding_side)
+                feats = m.pad([pairs[i] for i in rows])
                 out[rows] = m(**{k: v.to(self.device) for k, v in feats.items()}).float().cpu().numpy()
         return out
 

@@ -17,7 +17,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -29,17 +28,16 @@ from storage.packaged import check_folder_or_hub_id
 from trainers.config import LoraSettings, PoolingConfig
 from trainers.loss import prefix
 from trainers.pooling import Pooler
-from trainers.tokenization import SpecialLayout, batch_encode, special_layout
+from trainers.st_files import load_head_weights, write_files
+from trainers.tokenization import CONVENTIONS, QUARRY, SENTENCE_TRANSFORMERS, input_encoder, pad_pairs
 
 log = logging.getLogger("quarry")
 
 CONFIG_NAME = "quarry_embedding.json"
-POOLING_WEIGHTS = "pooling.pt"
 ADAPTER_DIR = "adapter"
 DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "mixtral"}
 DECODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ENCODER_LORA_TARGETS = ["query", "key", "value", "dense"]
-ST_CONFIG_NAME = "config_sentence_transformers.json"
 
 
 @dataclass
@@ -53,6 +51,13 @@ class EmbeddingModelConfig:
     # sentence-transformers prompt name -> instruction, keyed as mteb looks them up:
     # "<task>-query" for a retrieval task's queries, "<task>" for every text of a class task.
     prompts: dict[str, str] = field(default_factory=dict)
+    # How instructions are tokenized and pooled (trainers/tokenization.py). A config saved
+    # before this field existed is the legacy "quarry" convention.
+    convention: str = SENTENCE_TRANSFORMERS
+
+    def __post_init__(self) -> None:
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"{CONFIG_NAME}: unknown convention {self.convention!r}: use {', '.join(CONVENTIONS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +69,7 @@ class EmbeddingModelConfig:
         if version != 1:
             raise ValueError(f"{CONFIG_NAME} format {version} is newer than this Quarry understands")
         d["pooling"] = PoolingConfig(**d.get("pooling", {}))
+        d.setdefault("convention", QUARRY)
         return cls(**d)
 
 
@@ -187,8 +193,10 @@ class EmbeddingModel(nn.Module):
         self.tokenizer = tokenizer
         self.config = config
         hidden = self._base_config().hidden_size
-        self.pooler = pooler if pooler is not None else Pooler(hidden, config.pooling)
-        self.layout: SpecialLayout = special_layout(tokenizer, config.add_eos)
+        self.pooler = pooler if pooler is not None else Pooler(hidden, config.pooling,
+                                                               positional=config.convention == SENTENCE_TRANSFORMERS)
+        # May set the tokenizer to append EOS itself (the sentence-transformers convention).
+        self.inputs = input_encoder(tokenizer, config.convention, config.add_eos)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -216,8 +224,7 @@ class EmbeddingModel(nn.Module):
             if max_length:
                 cfg.max_length = max_length
             model = cls(backbone, tokenizer, cfg)
-            state = torch.load(os.path.join(path_or_id, POOLING_WEIGHTS), map_location="cpu", weights_only=True)
-            model.pooler.load_state_dict(state)
+            load_head_weights(path_or_id, model.pooler)
             adapter = os.path.join(path_or_id, ADAPTER_DIR)
             if os.path.isdir(adapter):
                 from peft import PeftModel
@@ -245,14 +252,22 @@ class EmbeddingModel(nn.Module):
     # -- forward and encode --------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, embed_mask: torch.Tensor) -> torch.Tensor:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
-        return self.pooler(out.last_hidden_state, embed_mask)  # (batch, hidden), L2-normalised
+        return self.pooler(out.last_hidden_state, embed_mask, attention_mask)  # (batch, hidden), L2-normalised
+
+    def encode_inputs(self, instructions: list[str], texts: list[str],
+                      max_length: int | None = None) -> list[tuple[list, list]]:
+        """(ids, embed_mask) of each (instruction, text), unpadded: ``pad`` batches them."""
+        limit = max_length or self.config.max_length
+        return [self.inputs.encode(ins or "", text, limit) for ins, text in zip(instructions, texts)]
+
+    def pad(self, pairs: list[tuple[list, list]]) -> dict[str, torch.Tensor]:
+        return pad_pairs(self.tokenizer, pairs, self.config.padding_side)
 
     def tokenize(self, texts: list[str], instructions: list[str] | str | None = None,
                  max_length: int | None = None) -> dict[str, torch.Tensor]:
         if instructions is None or isinstance(instructions, str):
             instructions = [instructions or ""] * len(texts)
-        return batch_encode(self.tokenizer, self.layout, instructions, texts, max_length or self.config.max_length,
-                            self.config.padding_side)
+        return self.pad(self.encode_inputs(instructions, texts, max_length))
 
     @torch.inference_mode()
     def encode(self, texts: list[str], instruction: str | None = None, batch_size: int = 32,
@@ -282,11 +297,12 @@ class EmbeddingModel(nn.Module):
         return self._base_config().hidden_size
 
     # -- saving ------------------------------------------------------------------------------
-    def save_pretrained(self, out_dir: str, merge_lora: bool = True) -> None:
-        """A folder ``from_pretrained`` loads back, and ``SentenceTransformer(out_dir)`` too
-        (every pooling mode; the same vectors as :meth:`encode`)."""
+    def save_pretrained(self, out_dir: str, merge_lora: bool = True) -> str:
+        """A folder ``from_pretrained`` loads back, and ``SentenceTransformer(out_dir)`` too,
+        with the same vectors as :meth:`encode`; returns its form (trainers/st_files.py)."""
         os.makedirs(out_dir, exist_ok=True)
         backbone = self.backbone
+        adapter_kept = hasattr(backbone, "peft_config") and not merge_lora
         if hasattr(backbone, "peft_config"):
             if merge_lora:
                 backbone = copy.deepcopy(backbone).merge_and_unload()
@@ -296,25 +312,6 @@ class EmbeddingModel(nn.Module):
                 backbone = copy.deepcopy(backbone).unload()
         backbone.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
-        torch.save(self.pooler.state_dict(), os.path.join(out_dir, POOLING_WEIGHTS))
         with open(os.path.join(out_dir, CONFIG_NAME), "w", encoding="utf-8") as f:
             json.dump({**self.config.to_dict(), "format": 1}, f, indent=2)
-        self._write_sentence_transformers_files(out_dir)
-
-    def _write_sentence_transformers_files(self, out_dir: str) -> None:
-        """``SentenceTransformer(out_dir)`` loads this model through :class:`QuarryEncoder`
-        (trainers/st_module.py says why not ST's own Transformer + Pooling), with the
-        task instructions as its named prompts, keyed as mteb looks them up."""
-        from trainers.st_module import MODULE_TYPE
-
-        for stale in ("sentence_bert_config.json", "1_Pooling", "2_Normalize"):  # written by older Quarry
-            path = os.path.join(out_dir, stale)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
-        with open(os.path.join(out_dir, "modules.json"), "w", encoding="utf-8") as f:
-            json.dump([{"idx": 0, "name": "0", "path": "", "type": MODULE_TYPE}], f, indent=2)
-        with open(os.path.join(out_dir, ST_CONFIG_NAME), "w", encoding="utf-8") as f:
-            json.dump({"model_type": "SentenceTransformer", "prompts": dict(self.config.prompts),
-                       "default_prompt_name": None, "similarity_fn_name": "cosine"}, f, indent=2)
+        return write_files(out_dir, self, adapter_kept)

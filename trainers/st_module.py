@@ -1,20 +1,14 @@
-"""A sentence-transformers module that is a saved Quarry model, so that
-``SentenceTransformer(folder)`` (and mteb through it) encodes exactly as
-``EmbeddingModel.encode`` does, for every pooling mode, latent attention included.
+"""A sentence-transformers module that is a saved Quarry model, for the folders that ST's own
+modules cannot reproduce (trainers/st_files.py says which): a model of the legacy
+``quarry`` convention, which tokenizes the instruction apart from the text and never pools
+``[CLS]``/``<s>``; a LoRA adapter kept apart; a tokenizer that cannot append its EOS itself.
+``SentenceTransformer(folder, trust_remote_code=True)`` then encodes exactly as
+``EmbeddingModel.encode`` does, for every pooling mode.
 
-Why one Quarry module rather than ST's own ``Transformer`` + ``Pooling``: the built-in pair
-cannot express what Quarry trains with.
-- ST tokenizes ``prompt + text`` as one string and masks the prompt by its standalone token
-  count; Quarry tokenizes the instruction and the text apart and joins the ids, so the
-  boundary is exact (byte-level BPE tokenizers merge across ``"Query: " + text``).
-- ST's mean pooling includes the leading special token ([CLS], <s>) when there is no
-  prompt and excludes it when there is one; Quarry never pools it.
-- decoders need their EOS appended, which most decoder tokenizers do not do by themselves.
-- latent-attention pooling is Quarry's own head.
-
-So ``modules.json`` names this class by its import path (``trainers.st_module.QuarryEncoder``):
-the folder loads wherever Quarry is installed, with no ``trust_remote_code``. ``prompt=``
-passed to ``SentenceTransformer.encode`` is the instruction: attended to, never pooled.
+``modules.json`` names this class by its import path (``trainers.st_module.QuarryEncoder``),
+so such a folder loads only where Quarry is installed; ``quarry export-model`` rewrites a
+legacy model in the portable form. ``prompt=`` passed to ``SentenceTransformer.encode`` is
+the instruction: attended to, never pooled.
 
 Tested by tests/trainers/test_sentence_transformers_export.py.
 """

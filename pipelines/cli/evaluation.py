@@ -1,5 +1,5 @@
-"""The commands that use a model: ``eval`` (mteb scores) and ``encode`` (embeddings of a
-file). Tested through the real CLI by ``tests/pipelines/cli/test_cli_errors.py`` and
+"""The commands that use a model: ``eval`` (mteb scores), ``encode`` (embeddings of a
+file) and ``export-model`` (a model rewritten for plain sentence-transformers). Tested through the real CLI by ``tests/pipelines/cli/test_cli_errors.py`` and
 ``tests/pipelines/evaluate/test_eval_ray.py``."""
 
 from __future__ import annotations
@@ -16,13 +16,35 @@ from storage import Catalog
 
 def cmd_encode(args, catalog: Catalog) -> None:
     from pipelines.evaluate.encode import encode_file
-    from storage.published import fetch_dir, saved_model
 
-    # A run name means <root>/models/<name> (copied to the local cache from an object store).
-    saved = None if os.path.isdir(args.model) else saved_model(catalog.root, args.model)
-    cfg = build(EncodeConfig, model=fetch_dir(catalog.root, saved) if saved else args.model, input=args.input,
+    cfg = build(EncodeConfig, model=_model_folder(args.model, catalog), input=args.input,
                 out=args.out, text_column=args.text_column, instruction=args.instruction, batch_size=args.batch_size)
     print(f"wrote {encode_file(cfg)} embeddings to {cfg.out}")
+
+
+def _model_folder(name: str, catalog: Catalog) -> str:
+    """A folder as given, or a run name's model under <root>/models (copied to the local cache
+    from an object store)."""
+    from storage.published import fetch_dir, saved_model
+
+    saved = None if os.path.isdir(name) else saved_model(catalog.root, name)
+    return fetch_dir(catalog.root, saved) if saved else name
+
+
+def cmd_export_model(args, catalog: Catalog) -> None:
+    from storage import InputError
+    from trainers.convert import convert
+
+    texts = None
+    if args.texts:
+        try:
+            with open(args.texts, encoding="utf-8") as f:
+                texts = [line.strip() for line in f if line.strip()][:256]
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--texts {args.texts}: {e}") from None
+        if not texts:
+            raise InputError(f"--texts {args.texts}: no text in the file")
+    print(convert(_model_folder(args.model, catalog), args.out, texts).summary(args.out))
 
 
 def cmd_eval(args, catalog: Catalog) -> None:
@@ -46,6 +68,13 @@ def add_commands(sub) -> None:
     en.option("--text-column", "text_column", cls=EncodeConfig, help="the column of texts (default %(default)s)")
     en.option("--instruction", "instruction", help="instruction prefix for every text (queries)")
     en.option("--batch-size", "batch_size", cls=EncodeConfig, help="texts per forward pass (default %(default)s)")
+    ex = Command(sub.add_parser("export-model", help="rewrite a model saved by an older Quarry so that plain "
+                                                     "sentence-transformers loads it; checks and reports its vectors"),
+                 cmd_export_model)
+    ex.option("model", metavar="MODEL", help="a saved Quarry model folder, or a run name under <root>/models")
+    ex.option("out", metavar="NEW", help="the folder to write (must not exist)")
+    ex.option("--texts", "texts", help="a text file, one text per line (first 256), to measure the drift on "
+                                       "(default: a few built-in sentences)")
     _add_eval(sub)
 
 

@@ -17,6 +17,7 @@ TINY_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs
 @pytest.fixture
 def files(tmp_path):
     (tmp_path / "texts.txt").write_text("a text\n")
+    (tmp_path / "empty.txt").write_text("\n \n")
     (tmp_path / "latin1.yaml").write_bytes("run_name: caf\xe9\n".encode("latin-1"))
     (tmp_path / "lr.yaml").write_text('lr: "x"\n')
     (tmp_path / "gpu.yaml").write_text('use_gpu: "false"\n')
@@ -32,6 +33,11 @@ CASES = [
       "0"], "error: --batch-size must be at least 1, got 0"),
     (["encode", "--model", "m", "--input", "{f}/texts.txt", "--out", "/no/such/dir/out.parquet"],
      "error: --out /no/such/dir/out.parquet: no such folder /no/such/dir"),
+    (["export-model", "/no/such/dir", "{f}/new"], "error: model '/no/such/dir': no such folder"),
+    (["export-model", "{f}", "{f}/new"], "error: model '{f}' does not load: "),
+    (["export-model", "{f}", "{f}"], "error: {f} exists: give a new folder for the converted model"),
+    (["export-model", "{f}", "{f}/new", "--texts", "{f}/none.txt"], "error: --texts {f}/none.txt: "),
+    (["export-model", "{f}", "{f}/new", "--texts", "{f}/empty.txt"], "error: --texts {f}/empty.txt: no text"),
     (["mine", "--index", "ivf", "--nlist", "-3"], "error: --nlist must be at least 1, got -3"),
     (["mine", "--nprobe", "0"], "error: --nprobe must be at least 1, got 0"),
     (["mine", "--index", "ivf", "--train-per-list", "8"], "error: --train-per-list must be at least 39"),
@@ -70,7 +76,7 @@ def test_bad_input_is_one_line_and_writes_nothing(files, capsys, argv, expected)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(expected.replace("{f}", str(files))), err
     assert not root.exists()
-    assert not (files / "out.parquet").exists()
+    assert not (files / "out.parquet").exists() and not (files / "new").exists()
 
 
 def test_an_unexpected_error_is_one_line_with_the_traceback_in_a_log(files, capsys, monkeypatch):

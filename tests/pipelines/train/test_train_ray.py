@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -161,7 +162,8 @@ def test_two_worker_training_lowers_the_loss_and_resume_matches(root, full, tmp_
     # The driver's console follows the steps the rank-0 worker logs (pipelines.train.progress).
     progress = [int(m.split()[2]) for m in caplog.messages if m.startswith("train: step ")]
     assert progress and progress == sorted(progress) and progress[-1] <= half, caplog.messages
-    assert all(f"of {steps}, loss" in m for m in caplog.messages if m.startswith("train: step "))
+    assert all(re.match(rf"train: step \d+ of {steps} \(vital-[a-z0-9]+\), loss \d", m)
+               for m in caplog.messages if m.startswith("train: step "))
     assert main(common + ["--run-name", "split"]) == 2  # an existing run needs --resume
     assert main(common + ["--run-name", "split", "--resume"]) == 0
     assert_same_run(root, "split", full)
