@@ -23,6 +23,16 @@ itself) are removed; so are candidates whose text is identical to a positive's; 
 classification and clustering tasks, candidates of the query's own class; and, unless
 turned off, candidates that are positives of another query with the same (normalised)
 text, which would be false negatives.
+
+Two optional rules decide by what the candidate is rather than by its query score alone:
+
+- ``max_positive_similarity``: drop a candidate whose teacher similarity to one of the
+  query's positive documents (document against document) is above it, whatever it scores
+  for the query: a paraphrase or near-duplicate of the positive (Negminer's doc-doc view);
+- ``confident_within``: apply the strategy's threshold only to queries where the teacher
+  ranks a positive among its first N candidates. Where it does not, the teacher is unsure
+  of the query, and what it scores near the positive is mostly a true hard negative, which
+  a threshold anchored on the positive would throw away.
 """
 
 from __future__ import annotations
@@ -45,9 +55,11 @@ IS_POSITIVE = "is_positive"
 DUPLICATE_OF_POSITIVE = "duplicate_of_positive"
 SAME_CLASS = "same_class"
 OTHER_QUERY_POSITIVE = "positive_of_same_query_text"
+SIMILAR_TO_POSITIVE = "similar_to_positive"
 SHIFTED = "shifted"
 ABOVE_THRESHOLD = "above_threshold"
-REASONS = (IS_POSITIVE, DUPLICATE_OF_POSITIVE, SAME_CLASS, OTHER_QUERY_POSITIVE, SHIFTED, ABOVE_THRESHOLD)
+REASONS = (IS_POSITIVE, DUPLICATE_OF_POSITIVE, SAME_CLASS, OTHER_QUERY_POSITIVE, SIMILAR_TO_POSITIVE, SHIFTED,
+           ABOVE_THRESHOLD)
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,8 @@ class SelectionConfig:
     sample_window: int | None = None  # random: draw from the first W eligible (default all)
     seed: int = 0
     drop_cross_positives: bool = True
+    max_positive_similarity: float | None = None  # None: off (module docstring)
+    confident_within: int | None = None  # None: the threshold applies to every query
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -74,6 +88,12 @@ class SelectionConfig:
             raise ConfigError("margin", f"of topk_perc_pos must be a fraction in (0, 1], got {self.effective_margin}")
         if self.strategy == "topk_shift" and self.shift < 0:
             raise ConfigError("shift", f"must be >= 0, got {self.shift}")
+        if self.max_positive_similarity is not None and not -1 < self.max_positive_similarity <= 1:
+            raise ConfigError("max_positive_similarity", f"must be a cosine in (-1, 1], got {self.max_positive_similarity}")
+        if self.confident_within is not None and self.confident_within < 1:
+            raise ConfigError("confident_within", f"must be at least 1, got {self.confident_within}")
+        if self.confident_within is not None and self.strategy not in ("topk_abs", "topk_margin_pos", "topk_perc_pos"):
+            raise ConfigError("confident_within", f"conditions a threshold, and strategy {self.strategy} has none")
         if self.sample_window is not None and self.sample_window < self.num_negatives:
             raise ConfigError("sample_window", f"must be at least num_negatives ({self.num_negatives}), "
                                                f"got {self.sample_window}")
@@ -124,12 +144,25 @@ class Selection:
     short: bool  # fewer than num_negatives eligible
 
 
+def positive_rank(cand_positions: np.ndarray, positive_positions: list[int]) -> int | None:
+    """The teacher's rank (0-based) of the query's best-ranked positive among its candidates,
+    or None when no positive is among them."""
+    positives = set(positive_positions)
+    return next((rank for rank, pos in enumerate(cand_positions.tolist()) if pos in positives), None)
+
+
 def select_for_query(cand_positions: np.ndarray, cand_scores: np.ndarray, facts: QueryFacts,
                      pool_hashes: list[str], pool_labels: list[str | None] | None,
-                     cfg: SelectionConfig) -> Selection:
+                     cfg: SelectionConfig, cand_positive_sims: np.ndarray | None = None) -> Selection:
+    """``cand_positive_sims``: each candidate's highest teacher similarity to one of the
+    query's positive documents (needed by ``max_positive_similarity`` only)."""
     positives = set(facts.positive_positions)
     positive_hashes = {pool_hashes[p] for p in positives}
     threshold = cfg.threshold(min(facts.positive_scores)) if facts.positive_scores else float("inf")
+    if cfg.confident_within is not None:
+        best = positive_rank(cand_positions, facts.positive_positions)
+        if best is None or best >= cfg.confident_within:
+            threshold = float("inf")  # an unsure teacher: no threshold for this query
     eligible: list[tuple[int, float, int]] = []
     rejected: list[tuple[int, float, int, str]] = []
     shifted = 0
@@ -144,6 +177,8 @@ def select_for_query(cand_positions: np.ndarray, cand_scores: np.ndarray, facts:
             reason = SAME_CLASS
         elif cfg.drop_cross_positives and pos in facts.cross_positive_positions:
             reason = OTHER_QUERY_POSITIVE
+        elif cfg.max_positive_similarity is not None and cand_positive_sims[rank] > cfg.max_positive_similarity:
+            reason = SIMILAR_TO_POSITIVE
         elif cfg.strategy == "topk_shift" and shifted < cfg.shift:
             shifted += 1
             reason = SHIFTED

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from miners.select import ABOVE_THRESHOLD, REASONS, SHIFTED, SelectionConfig
+from miners.select import ABOVE_THRESHOLD, REASONS, SHIFTED, SIMILAR_TO_POSITIVE, SelectionConfig
 from storage import stable_rng
 
 KEPT = 0  # eligible: chosen, or left over once enough were chosen
@@ -65,6 +65,7 @@ class CandidateBatch:
     labels: np.ndarray  # (Q,) int64: the query's label code (class tasks), -1 none
     cross_positives: Ragged  # positives of other queries with the same normalised text
     example_ids: Sequence[str]  # random sampling's per-query seed
+    positive_sims: np.ndarray | None = None  # (Q, K) float32: each candidate's best similarity to a positive
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,9 @@ def select_batch(batch: CandidateBatch, pool: PoolCodes, cfg: SelectionConfig) -
     # The first true condition names the reason, in the reference's order.
     reasons = np.select([~valid, is_positive, duplicate, same_class, cross],
                         [PADDING] + [REASON_CODE[r] for r in REASONS[:4]], default=KEPT).astype(np.int8)
+    if cfg.max_positive_similarity is not None:
+        reasons[(reasons == KEPT) & (batch.positive_sims > cfg.max_positive_similarity)] = REASON_CODE[
+            SIMILAR_TO_POSITIVE]
     if cfg.strategy == "topk_shift":
         still_open = reasons == KEPT
         reasons[still_open & (np.cumsum(still_open, axis=1) <= cfg.shift)] = REASON_CODE[SHIFTED]
@@ -141,6 +145,12 @@ def select_batch(batch: CandidateBatch, pool: PoolCodes, cfg: SelectionConfig) -
     has_positive = batch.positive_scores.lengths > 0
     thresholds = np.full(n_queries, np.inf)
     thresholds[has_positive] = cfg.thresholds(min_positive[has_positive])
+    if cfg.confident_within is not None:
+        # The first candidate that is a positive (self excluded), or none: the threshold
+        # applies only where it is within confident_within.
+        true_positive = _in_own_list(positions, batch.positives)
+        first = np.where(true_positive.any(axis=1), true_positive.argmax(axis=1), np.iinfo(np.int64).max)
+        thresholds[first >= cfg.confident_within] = np.inf
     above = (reasons == KEPT) & (batch.scores.astype(np.float64) > thresholds[:, None])
     reasons[above] = REASON_CODE[ABOVE_THRESHOLD]
 

@@ -20,7 +20,9 @@ def mine_config(args) -> MineConfig:
                   sample_window=args.sample_window, seed=args.seed, drop_cross_positives=not args.keep_cross_positives)
     teacher = build(TeacherSpec, "teacher", teacher=args.teacher, revision=args.revision, max_length=args.max_length,
                     precision=args.teacher_precision)
-    selection = build(SelectionConfig, "selection", strategy=args.strategy, margin=args.margin, **common)
+    selection = build(SelectionConfig, "selection", strategy=args.strategy, margin=args.margin,
+                      max_positive_similarity=args.max_positive_similarity, confident_within=args.confident_within,
+                      **common)
     class_selection = build(SelectionConfig, "class_selection", strategy=args.class_strategy, margin=args.class_margin,
                             **common)
     index = build(IndexConfig, "index", kind=args.index, nlist=args.nlist, nprobe=args.nprobe,
@@ -77,6 +79,12 @@ def _add_selection(c: Command) -> None:
              help="strategy for retrieval tasks (default %(default)s)")
     margins = ", ".join(f"{k} {v}" for k, v in DEFAULT_MARGIN.items() if v is not None)
     c.option("--margin", "selection.margin", type=float, help=f"threshold parameter of --strategy; defaults: {margins}")
+    c.option("--max-positive-similarity", "selection.max_positive_similarity", type=float,
+             help="retrieval tasks: also drop a candidate whose teacher similarity to a positive document is above "
+                  "this, whatever it scores for the query (a paraphrase of the positive; default off)")
+    c.option("--confident-within", "selection.confident_within", type=int,
+             help="retrieval tasks: apply --strategy's threshold only to queries whose positive the teacher ranks in "
+                  "its first N candidates; elsewhere take the top-ranked eligible (default: every query)")
     c.option("--class-strategy", "class_selection.strategy", default=default(MineConfig, "class_selection").strategy,
              choices=STRATEGIES, help="strategy for classification and clustering tasks (default %(default)s: the "
                                       "same-class filter already removes their false negatives)")

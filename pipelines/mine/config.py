@@ -103,6 +103,10 @@ def describe_selection(plans: dict[str, TaskPlan]) -> str:
             continue
         sel = chosen[0].selection
         margin = f" (margin {sel.effective_margin})" if sel.effective_margin is not None else ""
+        if sel.confident_within is not None:
+            margin += f" where a positive ranks in the first {sel.confident_within}"
+        if sel.max_positive_similarity is not None:
+            margin += f", dropping candidates above {sel.max_positive_similarity} similarity to a positive"
         why = "; the same-class filter removes their false negatives" if chosen[0].filters_same_class else ""
         parts.append(f"{label} tasks {sel.strategy}{margin}{why}")
     sel = next(iter(plans.values())).selection

@@ -43,8 +43,11 @@ QUERY_SCHEMA = pa.schema([
     ("cand_positions", pa.list_(pa.int64())), ("cand_scores", pa.list_(pa.float32())),
     ("cross_positions", pa.list_(pa.int64())), ("kth_score", pa.float32()),
     ("query_row", pa.int64()),  # the row's number in SearchResult.queries: selection names the query text by it
+    # Each candidate's highest similarity to one of the query's positive documents; empty
+    # unless the selection's max_positive_similarity needs it.
+    ("positive_sims", pa.list_(pa.float32())),
 ])
-CANDIDATE_COLUMNS = ("cand_positions", "cand_scores")
+CANDIDATE_COLUMNS = ("cand_positions", "cand_scores", "positive_sims")
 POSITIVE_NOT_IN_POOL = "positive_not_in_pool"
 EXAMPLE_COLUMNS = ["task", "task_type", "example_id", "source_id", "instruction", "query", "query_hash", "positive_ids",
                    "label"]
@@ -309,11 +312,23 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
                          f"({pool.name}); rebuild the tasks against this corpus")
     # Rows were appended in ``todo`` order, which is the order of FAISS's result rows.
     width = cands.shape[1] if todo else depth
+    sims = (positive_similarities(pool.vectors, cands, [positions[i] for i in todo])
+            if todo and plan.selection.max_positive_similarity is not None else np.empty((len(todo), 0), np.float32))
     columns = {"cand_positions": list_column(cands if todo else np.empty((0, width), np.int64), pa.int64()),
                "cand_scores": list_column(scores if todo else np.empty((0, width), np.float32), pa.float32()),
+               "positive_sims": list_column(sims, pa.float32()),
                "query_row": pa.array(np.arange(len(todo), dtype=np.int64))}  # numbered again once tasks are joined
     return (pa.table([pa.array(out[f.name], f.type) if f.name in out else columns[f.name] for f in QUERY_SCHEMA],
                      schema=QUERY_SCHEMA), dict(skipped), carried)
+
+
+def positive_similarities(vectors: np.ndarray, cands: np.ndarray, positives: list[list[int]]) -> np.ndarray:
+    """(queries, depth) float32: each candidate's highest similarity to one of its query's
+    positives, document against document (padding, -1, gets a value selection never reads)."""
+    out = np.empty(cands.shape, dtype=np.float32)
+    for n, pos in enumerate(positives):
+        out[n] = (vectors[cands[n]] @ vectors[pos].T).max(axis=1)
+    return out
 
 
 def list_column(matrix: np.ndarray, value_type: pa.DataType, rows_per_chunk: int = 1 << 20) -> pa.ChunkedArray:
@@ -323,6 +338,6 @@ def list_column(matrix: np.ndarray, value_type: pa.DataType, rows_per_chunk: int
     chunks = []
     for start in range(0, n, rows_per_chunk):
         part = np.ascontiguousarray(matrix[start:start + rows_per_chunk])
-        offsets = pa.array(np.arange(0, (len(part) + 1) * width, width, dtype=np.int32))
+        offsets = pa.array(np.arange(len(part) + 1, dtype=np.int32) * np.int32(width))  # width 0: empty lists
         chunks.append(pa.ListArray.from_arrays(offsets, pa.array(part.reshape(-1), type=value_type)))
     return pa.chunked_array(chunks, type=pa.list_(value_type))

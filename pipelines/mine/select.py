@@ -120,7 +120,9 @@ class SelectNegatives:
             self_positions=rows.column("self_position").fill_null(-1).to_numpy().astype(np.int64),
             labels=_codes(label_codes.combine_chunks()),
             cross_positives=_ragged(rows.column("cross_positions"), np.int64),
-            example_ids=rows.column("example_id").to_pylist() if plan.selection.sampling == "random" else [])
+            example_ids=rows.column("example_id").to_pylist() if plan.selection.sampling == "random" else [],
+            positive_sims=(_matrix(_ragged(rows.column("positive_sims"), np.float32), np.float32(0))
+                           if plan.selection.max_positive_similarity is not None else None))
         codes = pool.codes if plan.filters_same_class else PoolCodes(hashes=pool.codes.hashes, labels=None)
         sel = select_batch(cand, codes, plan.selection)
         # The threshold is anchored on the lowest-scoring positive: that is the one reported.

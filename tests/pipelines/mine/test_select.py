@@ -25,7 +25,7 @@ def _queries():
             "query": ["q one", "q two"], "label": [None, None], "positive_positions": [[0], [5]],
             "positive_scores": [[0.9], [0.3]], "self_position": [None, None],
             "cand_positions": [[0, 1, 2, 3], [5, 4]], "cand_scores": [[0.9, 0.86, 0.8, 0.5], [0.3, 0.29]],
-            "cross_positions": [[], []], "kth_score": [0.1, 0.2], "query_row": [0, 1]}
+            "cross_positions": [[], []], "kth_score": [0.1, 0.2], "query_row": [0, 1], "positive_sims": [[], []]}
     return pa.Table.from_pydict(rows, schema=QUERY_SCHEMA)
 
 
@@ -68,7 +68,7 @@ def test_written_scores_and_thresholds_equal_the_per_query_reference_in_float32(
             "positive_scores": [[float(s)] for s in positive], "self_position": [None] * n_queries,
             "cand_positions": [[1, 2, 3, 4, 5, 0][:depth]] * n_queries, "cand_scores": scores.tolist(),
             "cross_positions": [[]] * n_queries, "kth_score": scores[:, -1].tolist(),
-            "query_row": list(range(n_queries))}
+            "query_row": list(range(n_queries)), "positive_sims": [[]] * n_queries}
     queries = pa.Table.from_pydict(rows, schema=QUERY_SCHEMA)
     cfg = SelectionConfig(num_negatives=2)
     plans = {"t": TaskPlan("t", "retrieval", "corpus", cfg)}
@@ -102,6 +102,8 @@ def test_candidate_list_columns_equal_the_python_list_reference():
             assert column.combine_chunks().equals(reference)
     empty = list_column(np.empty((0, 5), np.int64), pa.int64())
     assert len(empty) == 0 and empty.type == pa.list_(pa.int64())
+    narrow = list_column(np.empty((4, 0), np.float32), pa.float32())  # a column nothing fills: empty lists
+    assert narrow.combine_chunks().equals(pa.array([[]] * 4, type=pa.list_(pa.float32())))
 
 
 def _reference_rows(batch: pa.Table, pools: dict, plans: dict) -> list[dict]:
@@ -116,7 +118,8 @@ def _reference_rows(batch: pa.Table, pools: dict, plans: dict) -> list[dict]:
                            positive_scores=row["positive_scores"], self_position=row["self_position"],
                            label=row["label"], cross_positive_positions=frozenset(row["cross_positions"]))
         sel = select_for_query(np.asarray(row["cand_positions"]), np.asarray(row["cand_scores"], np.float32), facts,
-                               pool["hash"], pool["label"] if plan.filters_same_class else None, plan.selection)
+                               pool["hash"], pool["label"] if plan.filters_same_class else None, plan.selection,
+                               np.asarray(row["positive_sims"], np.float32))
         anchor = int(np.argmin(facts.positive_scores))
         base = {"task": plan.task, "task_type": plan.task_type, "example_id": row["example_id"],
                 "query_source_id": row["source_id"], "query": row["query"],
@@ -162,9 +165,11 @@ def test_stage_rows_equal_the_per_query_reference():
                          "self_position": q if labelled else None, "cand_positions": cands.tolist(),
                          "cand_scores": np.sort(np.round(rng.uniform(0, 1, depth), 2))[::-1].tolist(),
                          "cross_positions": sorted({int(rng.integers(0, size))} - set(positives)),
-                         "kth_score": 0.0, "query_row": len(rows)})
+                         "kth_score": 0.0, "query_row": len(rows),
+                         "positive_sims": [] if labelled else np.round(rng.uniform(0, 1, depth), 1).tolist()})
     batch = pa.Table.from_pylist(rows, schema=QUERY_SCHEMA)
-    plans = {"ret": TaskPlan("ret", "retrieval", "corpus", SelectionConfig(num_negatives=3)),
+    plans = {"ret": TaskPlan("ret", "retrieval", "corpus", SelectionConfig(num_negatives=3, confident_within=3,
+                                                                           max_positive_similarity=0.7)),
              "cls": TaskPlan("cls", "classification", "cls",
                              SelectionConfig(strategy="topk_margin_pos", num_negatives=4, sampling="random"))}
     assert plans["cls"].filters_same_class and not plans["ret"].filters_same_class
@@ -184,7 +189,19 @@ def test_stage_rows_equal_the_per_query_reference():
                         "threshold": r["threshold"]} for r in reference if r["row_kind"] == QUERY]
     assert Counter(out.column("row_kind").to_pylist()) == Counter(r["row_kind"] for r in reference)
     assert {r["reason"] for r in reference if r["row_kind"] == REJECTED} >= {IS_POSITIVE, "same_class",
-                                                                              "above_threshold"}
+                                                                              "above_threshold", "similar_to_positive"}
+    assert any(r["threshold"] is None for r in reference if r["task"] == "ret")  # an unsure teacher: no threshold
+
+
+def test_positive_similarities_are_the_best_doc_doc_cosine():
+    from pipelines.mine.search import positive_similarities
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((20, 8)).astype(np.float32)
+    cands = np.array([[1, 2, 3], [4, 5, -1]])
+    got = positive_similarities(vectors, cands, [[0], [6, 7]])
+    assert np.allclose(got[0], vectors[[1, 2, 3]] @ vectors[0])
+    assert np.allclose(got[1, :2], np.maximum(vectors[[4, 5]] @ vectors[6], vectors[[4, 5]] @ vectors[7]))
 
 
 def _as_dataset_row(row: dict, kind: str) -> dict:
