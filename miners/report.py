@@ -141,8 +141,11 @@ def format_report(report: dict[str, TaskReport]) -> str:
     return format_table(header, rows)
 
 
-def plot_scores(scores: dict[str, TaskScores], strategy: str, margin) -> bytes:
-    """PNG: per task, histograms of positive, chosen-negative and rejected-above-threshold scores."""
+def plot_scores(scores: dict[str, TaskScores], strategy: str, margin,
+                marks: dict[str, dict[float, float]] | None = None) -> bytes:
+    """PNG: per task, histograms of positive, chosen-negative and rejected-above-threshold scores;
+    ``marks`` (task -> margin -> median threshold, from ``quarry margins``) draws where each
+    listed margin would cut."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,9 +164,17 @@ def plot_scores(scores: dict[str, TaskScores], strategy: str, margin) -> bytes:
         if len(data.above):
             ax.stairs(np.histogram(data.above, bins)[0], bins, fill=True, alpha=0.45,
                       label="rejected: above threshold", color="tab:red")
-        if len(data.thresholds):
+        if len(data.thresholds) and margin is not None:
             ax.axvline(float(np.median(data.thresholds)), color="k", linestyle="--",
                        label=f"median threshold ({strategy}, margin {margin})")
+        listed = sorted((marks or {}).get(task, {}).items())
+        every = max(1, len(listed) // 6)  # a label on every few lines, so that they stay legible
+        for i, (m, x) in enumerate(listed):
+            ax.axvline(x, color="0.35", linestyle=":", linewidth=0.8,
+                       label=f"median threshold at each listed margin ({strategy})" if i == 0 else None)
+            if i % every == 0 or i == len(listed) - 1:
+                ax.text(x, 1.0, f"{m:g}", transform=ax.get_xaxis_transform(), fontsize=6, rotation=90,
+                        va="top", ha="right", color="0.25")
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("teacher score (cosine)")
         ax.legend(fontsize=7)

@@ -60,6 +60,8 @@ EXAMPLES_SCHEMA = pa.schema([
 # -- negatives/<name>, rejections/<name>, searched/<name> (quarry mine) ----------------------
 # ``query_source_id``, ``neg_source_id``, ``cand_source_id``: the user's own ids of the query
 # and the candidate (null where the data had none), to join mined rows back to their collection.
+# ``*_judge_score`` and ``judge``: a judge's scores where one rescored the candidates (null
+# otherwise); the threshold is then on the judge's scale.
 NEGATIVE_SCHEMA = pa.schema([
     ("task", pa.string()), ("task_type", pa.string()), ("example_id", pa.string()),
     ("query_source_id", pa.string()), ("query", pa.string()),
@@ -67,7 +69,8 @@ NEGATIVE_SCHEMA = pa.schema([
     ("neg_source_id", pa.string()), ("neg_text", pa.string()), ("neg_score", pa.float32()), ("neg_rank", pa.int32()),
     ("label", pa.string()),
     ("neg_label", pa.string()), ("strategy", pa.string()), ("threshold", pa.float32()), ("teacher", pa.string()),
-    ("run_id", pa.string()),
+    ("run_id", pa.string()), ("positive_judge_score", pa.float32()), ("neg_judge_score", pa.float32()),
+    ("judge", pa.string()),
 ])
 REJECTION_SCHEMA = pa.schema([
     ("task", pa.string()), ("task_type", pa.string()), ("example_id", pa.string()),
@@ -76,7 +79,8 @@ REJECTION_SCHEMA = pa.schema([
     ("cand_source_id", pa.string()), ("cand_text", pa.string()), ("cand_score", pa.float32()),
     ("cand_rank", pa.int32()), ("label", pa.string()),
     ("cand_label", pa.string()), ("reason", pa.string()), ("strategy", pa.string()), ("threshold", pa.float32()),
-    ("teacher", pa.string()), ("run_id", pa.string()),
+    ("teacher", pa.string()), ("run_id", pa.string()), ("positive_judge_score", pa.float32()),
+    ("cand_judge_score", pa.float32()), ("judge", pa.string()),
 ])
 # One row per mined query: the depth it was searched at and its k-th score, beside the anchor
 # positive score and threshold selection applied (what a re-mine needs to reuse the search).

@@ -7,7 +7,7 @@ from miners.index import INDEX_TYPES, IndexConfig
 from miners.select import DEFAULT_MARGIN, SAMPLING, STRATEGIES, SelectionConfig
 from miners.teacher import AUTO, PRECISIONS, TeacherSpec
 from pipelines.cli.options import ENCODE_IN_HELP, ENCODERS_HELP, TASKS_HELP, Command, build, comma_list, default
-from pipelines.mine.config import MineConfig
+from pipelines.mine.config import JUDGE_KINDS, JudgeSpec, MineConfig
 from pipelines.runtime.encoding import ENCODE_IN
 from storage import Catalog
 
@@ -27,11 +27,13 @@ def mine_config(args) -> MineConfig:
                             **common)
     index = build(IndexConfig, "index", kind=args.index, nlist=args.nlist, nprobe=args.nprobe,
                   train_per_list=args.train_per_list)
+    judge = build(JudgeSpec, "judge", model=args.judge, kind=args.judge_kind, max_length=args.judge_max_length,
+                  batch_size=args.judge_batch_size) if args.judge else None
     return build(MineConfig, examples=args.examples, tasks=comma_list(args.tasks), name=args.name, teacher=teacher,
                  selection=selection, class_selection=class_selection, depth=args.depth, index=index,
                  batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, query_prompt=args.query_prompt,
                  task_instructions=args.task_instructions, encoders=args.encoders, encode_in=args.encode_in,
-                 reuse=not args.no_reuse)
+                 reuse=not args.no_reuse, judge=judge)
 
 
 def cmd_mine(args, catalog: Catalog) -> None:
@@ -40,12 +42,43 @@ def cmd_mine(args, catalog: Catalog) -> None:
     print(mine(mine_config(args), catalog).summary())
 
 
+def cmd_margins(args, catalog: Catalog) -> None:
+    from pipelines.mine.margins import MarginsConfig, list_margins
+
+    cfg = build(MarginsConfig, negatives=args.negatives, version=args.version, tasks=comma_list(args.tasks),
+                strategy=args.strategy, start=args.start, stop=args.stop, step=args.step,
+                num_negatives=args.num_negatives, samples=args.samples, plot=args.plot)
+    print(list_margins(cfg, catalog).summary())
+    if cfg.plot:
+        print(f"wrote {cfg.plot}")
+
+
+def _add_margins(sub) -> None:
+    from pipelines.mine.margins import THRESHOLD_STRATEGIES, MarginsConfig
+
+    c = Command(sub.add_parser("margins", help="how many of the naive top-k candidates each margin would reject, "
+                                               "from a mine's stored rows (no encoding)"), cmd_margins)
+    c.option("--negatives", "negatives", cls=MarginsConfig, help="negatives dataset (default %(default)s)")
+    c.option("--version", "version", help="its version (default: the latest)")
+    c.option("--tasks", "tasks", help="comma list (default: every task of the run)")
+    c.option("--strategy", "strategy", cls=MarginsConfig, choices=THRESHOLD_STRATEGIES,
+             help="whose margin to list (default %(default)s)")
+    c.option("--from", "start", cls=MarginsConfig, dest="start", help="first margin (default %(default)s)")
+    c.option("--to", "stop", cls=MarginsConfig, dest="stop", help="last margin (default %(default)s)")
+    c.option("--step", "step", cls=MarginsConfig, help="between margins (default %(default)s)")
+    c.option("--num-negatives", "num_negatives", type=int, help="k of the naive top-k (default: the run's)")
+    c.option("--samples", "samples", cls=MarginsConfig, help="pairs shown per margin (default %(default)s)")
+    c.option("--plot", "plot", help="also write the score plot with each margin's median threshold marked (PNG)")
+
+
 def add_commands(sub) -> None:
+    _add_margins(sub)
     c = Command(sub.add_parser("mine", help="mine hard negatives with a teacher retriever"), cmd_mine)
     c.option("--tasks", "tasks", help=TASKS_HELP.format("retrieval, classification and clustering"))
     c.option("--examples", "examples", cls=MineConfig, help="examples dataset to mine for (default %(default)s)")
     c.option("--name", "name", help="negatives dataset name (default: the examples name)")
     _add_teacher(c)
+    _add_judge(c)
     _add_selection(c)
     _add_search(c)
     c.option("--batch-size", "batch_size", cls=MineConfig,
@@ -72,6 +105,18 @@ def _add_teacher(c: Command) -> None:
     c.option("--query-prompt", "query_prompt", cls=MineConfig, help="prefix for queries, e.g. 'query: ' for E5")
     c.option("--task-instructions", "task_instructions", action="store_true",
              help="prefix queries with their task instruction (instruction-following teachers)")
+
+
+def _add_judge(c: Command) -> None:
+    c.option("--judge", "judge.model",
+             help="a second model that rescores the teacher's candidates and the positives; the score rules "
+                  "(--strategy's threshold) then read its scores (default: none)")
+    c.option("--judge-kind", "judge.kind", default=default(JudgeSpec, "kind"), choices=JUDGE_KINDS,
+             help="bi-encoder: a sentence-transformers model (cached like the teacher); cross-encoder: a "
+                  "CrossEncoder reading query and passage together (default %(default)s)")
+    c.option("--judge-max-length", "judge.max_length", type=int, help="judge max tokens (default: the model's own)")
+    c.option("--judge-batch-size", "judge.batch_size", default=default(JudgeSpec, "batch_size"), type=int,
+             help="cross-encoder pairs per forward pass (default %(default)s)")
 
 
 def _add_selection(c: Command) -> None:

@@ -22,6 +22,26 @@ from storage.schemas import CLASS_TYPES, RETRIEVAL
 # queries short of negatives). Plain top-k by default (``class_selection`` changes it).
 CLASS_STRATEGY = "topk"
 CORPUS_POOL = "corpus"
+BI_ENCODER, CROSS_ENCODER = "bi-encoder", "cross-encoder"
+JUDGE_KINDS = (BI_ENCODER, CROSS_ENCODER)
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A second model that rescores the teacher's candidates (pipelines/mine/judge.py)."""
+
+    model: str  # a sentence-transformers folder, hub id or packaged model; or a CrossEncoder
+    kind: str = BI_ENCODER
+    max_length: int | None = None  # None: the model's own
+    batch_size: int = 32  # cross-encoder pairs per forward pass
+
+    def __post_init__(self) -> None:
+        if self.kind not in JUDGE_KINDS:
+            raise ConfigError("kind", f"must be one of {', '.join(JUDGE_KINDS)}, got {self.kind!r}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ConfigError("max_length", f"must be at least 1, got {self.max_length}")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size", f"must be at least 1, got {self.batch_size}")
 
 
 @dataclass
@@ -43,6 +63,7 @@ class MineConfig:
     encode_in: str = DEFAULT_ENCODE_IN  # where missing texts are encoded (pipelines.runtime.encoding)
     chunk_rows: int = 2048  # queries per selection batch
     reuse: bool = True  # take over the negatives of queries a change cannot reach (pipelines.mine.reuse)
+    judge: JudgeSpec | None = None  # rescores the teacher's candidates; the score rules read its scores
 
     def __post_init__(self) -> None:
         validate_name(self.examples)
@@ -111,3 +132,4 @@ def describe_selection(plans: dict[str, TaskPlan]) -> str:
         parts.append(f"{label} tasks {sel.strategy}{margin}{why}")
     sel = next(iter(plans.values())).selection
     return f"{'; '.join(parts)}; {sel.num_negatives} per query, {sel.sampling} sampling"
+

@@ -41,7 +41,7 @@ def reuse_key(cfg: MineConfig, teacher: ResolvedTeacher) -> dict:
     d = asdict(cfg)
     return {"teacher_fingerprint": teacher.fingerprint, "teacher_max_length": teacher.max_length,
             **{k: d[k] for k in ("examples", "selection", "class_selection", "depth", "index", "query_prompt",
-                                 "task_instructions")}}
+                                 "task_instructions", "judge")}}
 
 
 @dataclass
@@ -68,12 +68,16 @@ def load_previous(cfg: MineConfig, teacher: ResolvedTeacher, catalog: Catalog) -
     why = None
     if cfg.index.kind != "flat":
         why = f"a {cfg.index.kind} index is approximate: its results can move when the pool changes"
+    elif cfg.judge is not None:
+        why = "a judge rescores the candidates, and what a change can reach is decided on the teacher's scores"
     elif {k: m.config.get(k) for k in reuse_key(cfg, teacher)} != jsonable(reuse_key(cfg, teacher)):
         why = "its teacher or settings differ"
     elif not companion_version(m, KIND):
         why = "it kept no per-query search record"
     elif "neg_source_id" not in m.arrow().names:
         why = "its rows predate source ids"
+    elif "neg_judge_score" not in m.arrow().names:
+        why = "its rows predate the judge's columns"
     if why:
         log.info("mine: searching every query, not reusing negatives/%s %s: %s", name, version, why)
         return None

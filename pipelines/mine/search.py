@@ -26,6 +26,7 @@ from miners.select import normalized_query_key
 from miners.teacher import ResolvedTeacher, cache_key, resolve_teacher
 from pipelines.inputs import choose_tasks, examples_corpus, tasks_in
 from pipelines.mine.config import CORPUS_POOL, MineConfig, TaskPlan, plan_task
+from pipelines.mine.judge import Judged, judge_candidates, resolve_judge
 from pipelines.mine.reuse import Previous, load_previous, reach_inputs, search_masks
 from pipelines.mine.texts import PoolTexts
 from pipelines.runtime.encoding import embed_missing, encoder_shape
@@ -46,8 +47,10 @@ QUERY_SCHEMA = pa.schema([
     # Each candidate's highest similarity to one of the query's positive documents; empty
     # unless the selection's max_positive_similarity needs it.
     ("positive_sims", pa.list_(pa.float32())),
+    # A judge's scores of the candidates and the positives (pipelines.mine.judge); empty without one.
+    ("judge_cand_scores", pa.list_(pa.float32())), ("judge_positive_scores", pa.list_(pa.float32())),
 ])
-CANDIDATE_COLUMNS = ("cand_positions", "cand_scores", "positive_sims")
+CANDIDATE_COLUMNS = ("cand_positions", "cand_scores", "positive_sims", "judge_cand_scores", "judge_positive_scores")
 POSITIVE_NOT_IN_POOL = "positive_not_in_pool"
 EXAMPLE_COLUMNS = ["task", "task_type", "example_id", "source_id", "instruction", "query", "query_hash", "positive_ids",
                    "label"]
@@ -80,6 +83,8 @@ class SearchResult:
     cache_name: str
     previous: Previous | None = None  # the run whose negatives the carried queries keep
     carried: dict[str, list[str]] = field(default_factory=dict)  # task -> example ids not searched again
+    judge: str | None = None  # the judge whose scores selection reads, as the rows name it
+    judge_stats: EmbedStats | None = None
 
     @property
     def carried_count(self) -> int:
@@ -104,6 +109,7 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
                                                                         rows.column("query").to_pylist())]
                      for task, rows in task_rows.items()}
     teacher = resolve_teacher(cfg.teacher)  # before Ray starts: a teacher that is not there fails fast
+    judge = resolve_judge(cfg.judge) if cfg.judge else None  # as the teacher: before any encoding
     ensure_ray()
     teacher = teacher.on_device(cfg.teacher.precision, encoder_shape().device)  # what auto means there
     log.info("mine: teacher %s at %s precision", teacher.label, teacher.precision)
@@ -115,14 +121,33 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
                          {name: pool.vectors for name, pool in pools.items()},
                          embedded.query_vectors) if embedded.previous else None
     queries, tasks, carried = _search_tasks(cfg, plans, pools, task_rows, embedded.query_vectors, depths, masks)
+    judged = _judged(cfg, judge, catalog, queries, pools, plans, task_rows, query_strings) if judge else None
+    queries = judged.queries if judged else queries
+    inputs += judged.inputs if judged else []
     result = SearchResult(plans=plans, pools=pools, queries=queries, tasks=tasks,
                           inputs=inputs, teacher=teacher, embed_stats=embedded.stats, cache_name=cache.name,
-                          previous=embedded.previous, carried=carried if embedded.previous else {})
+                          previous=embedded.previous, carried=carried if embedded.previous else {},
+                          judge=judged.label if judged else None, judge_stats=judged.stats if judged else None)
     if embedded.previous:
         log.info("mine: searching %d queries again; %d keep their negatives from negatives/%s %s (the change "
                  "cannot reach them)", result.queries.num_rows, result.carried_count, cfg.output_name,
                  embedded.previous.version)
     return result
+
+
+def _judged(cfg: MineConfig, judge, catalog: Catalog, queries: pa.Table, pools: dict[str, Pool],
+            plans: dict[str, TaskPlan], task_rows: dict[str, pa.Table],
+            query_strings: dict[str, list[str]]) -> Judged | None:
+    """The query rows with a judge's scores (pipelines.mine.judge), or None with no query."""
+    if not queries.num_rows:
+        return None
+    strings = {e: s for task, rows in task_rows.items()
+               for e, s in zip(rows.column("example_id").to_pylist(), query_strings[task])}
+    return judge_candidates(cfg.judge, judge, catalog, queries,
+                            {name: pool.table.column("text").to_pylist() for name, pool in pools.items()},
+                            {task: plan.pool for task, plan in plans.items()}, strings,
+                            {"batch_size": cfg.batch_size, "encoders": cfg.encoders,
+                             "max_batch_tokens": cfg.max_batch_tokens, "encode_in": cfg.encode_in})
 
 
 def _pools(plans: dict[str, TaskPlan], task_rows: dict[str, pa.Table], catalog: Catalog, examples: Manifest,
@@ -314,9 +339,11 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
     width = cands.shape[1] if todo else depth
     sims = (positive_similarities(pool.vectors, cands, [positions[i] for i in todo])
             if todo and plan.selection.max_positive_similarity is not None else np.empty((len(todo), 0), np.float32))
+    unjudged = list_column(np.empty((len(todo), 0), np.float32), pa.float32())  # filled by a judge, if any
     columns = {"cand_positions": list_column(cands if todo else np.empty((0, width), np.int64), pa.int64()),
                "cand_scores": list_column(scores if todo else np.empty((0, width), np.float32), pa.float32()),
                "positive_sims": list_column(sims, pa.float32()),
+               "judge_cand_scores": unjudged, "judge_positive_scores": unjudged,
                "query_row": pa.array(np.arange(len(todo), dtype=np.int64))}  # numbered again once tasks are joined
     return (pa.table([pa.array(out[f.name], f.type) if f.name in out else columns[f.name] for f in QUERY_SCHEMA],
                      schema=QUERY_SCHEMA), dict(skipped), carried)

@@ -43,8 +43,8 @@ NEGATIVE, REJECTED, QUERY = "negative", "rejected", "query"
 TEXT_POSITIONS = {"query": "query_row", "neg_text": "neg_position"}
 SELECTED_SCHEMA = pa.schema([
     ("row_kind", pa.string()),
-    *(pa.field(f.name, pa.float64()) if f.name in ("positive_score", "threshold") else f for f in NEGATIVE_SCHEMA
-      if f.name not in TEXT_POSITIONS),
+    *(pa.field(f.name, pa.float64()) if f.name in ("positive_score", "positive_judge_score", "threshold") else f
+      for f in NEGATIVE_SCHEMA if f.name not in TEXT_POSITIONS),
     ("reason", pa.string()), *(pa.field(p, pa.int64()) for p in TEXT_POSITIONS.values()),
 ])
 
@@ -97,10 +97,11 @@ class SelectNegatives:
     in query order and then teacher rank order.
     """
 
-    def __init__(self, pools: dict[str, pa.Table], plans: dict[str, TaskPlan], teacher: str, run_id: str):
+    def __init__(self, pools: dict[str, pa.Table], plans: dict[str, TaskPlan], teacher: str, run_id: str,
+                 judge: str | None = None):
         # Built once, in the driver: select_on_ray puts the whole selector in the object store.
         self.pools = {name: _PoolColumns.of(table) for name, table in pools.items()}
-        self.plans, self.teacher, self.run_id = plans, teacher, run_id
+        self.plans, self.teacher, self.run_id, self.judge = plans, teacher, run_id, judge
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         tasks = batch.column("task").to_numpy(zero_copy_only=False)
@@ -113,10 +114,15 @@ class SelectNegatives:
         pool = self.pools[plan.pool]
         positives = _ragged(rows.column("positive_positions"), np.int64)
         label_codes = pc.index_in(rows.column("label"), value_set=pool.label_values)
+        teacher = _Scores(_matrix(_ragged(rows.column("cand_scores"), np.float32), np.float32(0)),
+                          _ragged(rows.column("positive_scores"), np.float32))
+        # With a judge, its scores are the ones the rules read; the teacher's are written beside them.
+        judged = _Scores(_matrix(_ragged(rows.column("judge_cand_scores"), np.float32), np.float32(0)),
+                         _ragged(rows.column("judge_positive_scores"), np.float32)) if self.judge else None
+        ruling = judged or teacher
         cand = CandidateBatch(
             positions=_matrix(_ragged(rows.column("cand_positions"), np.int64), -1),
-            scores=_matrix(_ragged(rows.column("cand_scores"), np.float32), np.float32(0)),
-            positives=positives, positive_scores=_ragged(rows.column("positive_scores"), np.float32),
+            scores=ruling.candidates, positives=positives, positive_scores=ruling.positives,
             self_positions=rows.column("self_position").fill_null(-1).to_numpy().astype(np.int64),
             labels=_codes(label_codes.combine_chunks()),
             cross_positives=_ragged(rows.column("cross_positions"), np.int64),
@@ -128,23 +134,24 @@ class SelectNegatives:
         # The threshold is anchored on the lowest-scoring positive: that is the one reported.
         anchor_ids = pool.table.column("id").take(positives.values[np.maximum(sel.anchors, 0)])
         anchor_ids = pc.if_else(pa.array(sel.anchors >= 0), anchor_ids, pa.nulls(len(anchor_ids), pa.string()))
-        anchor_scores = np.where(sel.anchors >= 0, cand.positive_scores.values[np.maximum(sel.anchors, 0)]
-                                 if cand.positive_scores.values.size else 0, np.nan).astype(np.float64)
         per_query = {"example_id": rows.column("example_id"), "query_source_id": rows.column("source_id"),
-                     "query_row": rows.column("query_row"),
-                     "positive_id": anchor_ids, "positive_score": pa.array(anchor_scores, mask=sel.anchors < 0),
+                     "query_row": rows.column("query_row"), "positive_id": anchor_ids,
+                     "positive_score": teacher.of_anchors(sel.anchors),
+                     "positive_judge_score": (judged.of_anchors(sel.anchors) if judged else
+                                              pa.nulls(rows.num_rows, pa.float64())),
                      "label": rows.column("label"),
                      "threshold": pa.array(sel.thresholds, mask=~np.isfinite(sel.thresholds))}
         negatives = np.nonzero(sel.chosen)
         rejected = np.nonzero(sel.rejected())
         reasons = pa.array(REASONS).take(pa.array(sel.reasons[rejected].astype(np.int64) - 1))
         everyone = np.arange(rows.num_rows)
+        cand = _Candidates(cand.positions, teacher.candidates, judged.candidates if judged else None)
         return pa.concat_tables([
             self._rows(NEGATIVE, plan, per_query, negatives, cand, pool, None),
             self._rows(REJECTED, plan, per_query, rejected, cand, pool, reasons),
             self._rows(QUERY, plan, per_query, (everyone, None), cand, pool, None)])
 
-    def _rows(self, kind: str, plan: TaskPlan, per_query: dict, at: tuple, cand: CandidateBatch,
+    def _rows(self, kind: str, plan: TaskPlan, per_query: dict, at: tuple, cand: "_Candidates",
               pool: _PoolColumns, reasons: pa.Array | None) -> pa.Table:
         """Rows of one kind: ``at`` = (query indices, candidate columns), or (queries, None)
         for query rows, which name no candidate."""
@@ -154,21 +161,47 @@ class SelectNegatives:
         columns_out = {"row_kind": pa.repeat(kind, n), "task": pa.repeat(plan.task, n),
                        "task_type": pa.repeat(plan.task_type, n),
                        "strategy": pa.repeat(plan.selection.strategy, n), "teacher": pa.repeat(self.teacher, n),
-                       "run_id": pa.repeat(self.run_id, n),
+                       "run_id": pa.repeat(self.run_id, n), "judge": pa.repeat(self.judge, n).cast(pa.string()),
                        **{name: column.take(take) for name, column in per_query.items()}}
         if columns is None:
             candidate = {name: pa.nulls(n, SELECTED_SCHEMA.field(name).type)
-                         for name in ("neg_id", "neg_source_id", "neg_position", "neg_score", "neg_rank", "neg_label")}
+                         for name in ("neg_id", "neg_source_id", "neg_position", "neg_score", "neg_rank", "neg_label",
+                                      "neg_judge_score")}
         else:
             at_pool = pa.array(cand.positions[queries, columns], pa.int64())
             candidate = {"neg_id": pool.table.column("id").take(at_pool),
                          "neg_source_id": pool.table.column("source_id").take(at_pool), "neg_position": at_pool,
                          "neg_score": pa.array(cand.scores[queries, columns], pa.float32()),
                          "neg_rank": pa.array(columns, pa.int32()),
-                         "neg_label": pool.table.column("label").take(at_pool)}
+                         "neg_label": pool.table.column("label").take(at_pool),
+                         "neg_judge_score": (pa.array(cand.judge_scores[queries, columns], pa.float32())
+                                             if cand.judge_scores is not None else pa.nulls(n, pa.float32()))}
         columns_out.update(candidate)
         columns_out["reason"] = reasons if reasons is not None else pa.nulls(n, pa.string())
         return pa.table([columns_out[f.name] for f in SELECTED_SCHEMA], schema=SELECTED_SCHEMA)
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """One model's scores of a batch: the candidates (Q, K) and each query's positives."""
+
+    candidates: np.ndarray
+    positives: Ragged
+
+    def of_anchors(self, anchors: np.ndarray) -> pa.Array:
+        """The score of each query's anchor positive (null for a query without one)."""
+        values = self.positives.values
+        picked = values[np.maximum(anchors, 0)] if values.size else np.zeros(len(anchors))
+        return pa.array(np.where(anchors >= 0, picked, np.nan).astype(np.float64), mask=anchors < 0)
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """What the output rows read of a batch's candidates."""
+
+    positions: np.ndarray
+    scores: np.ndarray  # the teacher's
+    judge_scores: np.ndarray | None
 
 
 @dataclass
@@ -220,9 +253,11 @@ def select_on_ray(searched: SearchResult, chunk_rows: int, run_id: str) -> list:
     queries = searched.queries
     if queries.num_rows == 0:
         return []  # every query kept its previous negatives (pipelines.mine.reuse)
-    log.info("mine: selecting negatives for %d queries: %s", queries.num_rows, describe_selection(searched.plans))
+    judged = f"; the score rules read the judge's scores ({searched.judge})" if searched.judge else ""
+    log.info("mine: selecting negatives for %d queries: %s%s", queries.num_rows, describe_selection(searched.plans),
+             judged)
     selector = ray.put(SelectNegatives({name: pool.table for name, pool in searched.pools.items()}, searched.plans,
-                                       searched.teacher.label, run_id))
+                                       searched.teacher.label, run_id, searched.judge))
     task = ray.remote(num_cpus=1)(_select_chunk)
     return [task.remote(selector, queries.slice(i, chunk_rows)) for i in range(0, queries.num_rows, chunk_rows)]
 

@@ -41,8 +41,12 @@ log = logging.getLogger("quarry")
 MINED_PARQUET = {"dictionary_pagesize_limit": 128 << 20}
 
 # What the report reads of each part.
-REPORT_COLUMNS = {NEGATIVE: ["task", "example_id", "neg_id", "neg_score"], REJECTED: ["task", "reason", "cand_score"],
-                  QUERY: ["task", "example_id", "positive_score", "threshold"]}
+REPORT_COLUMNS = {NEGATIVE: ["task", "example_id", "neg_id", "neg_score", "neg_judge_score"],
+                  REJECTED: ["task", "reason", "cand_score", "cand_judge_score"],
+                  QUERY: ["task", "example_id", "positive_score", "positive_judge_score", "threshold"]}
+# With a judge, the report and its plot show the scores the rules read: the judge's.
+JUDGED_SCORES = {"neg_judge_score": "neg_score", "cand_judge_score": "cand_score",
+                 "positive_judge_score": "positive_score"}
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,12 @@ class MineResult:
     drift: DriftResult | None = None  # against the previous negatives of the same name, if there were any
     reuse: ReuseSummary | None = None  # None: every query was searched (a first mine, or --no-reuse)
     precision: str = "fp32"  # the teacher's, as resolved for its encoders
+    judge_stats: EmbedStats | None = None  # a bi-encoder judge's embedding of what its cache lacked
 
     def summary(self) -> str:
         n, r = self.negatives, self.rejections
-        lines = [f"{self.embed_stats.summary()}; teacher at {self.precision}", format_report(self.report),
+        judge = f"\njudge: {self.judge_stats.summary()}" if self.judge_stats else ""
+        lines = [f"{self.embed_stats.summary()}; teacher at {self.precision}{judge}", format_report(self.report),
                  f"negatives/{n.name}: committed {n.version}: {n.num_rows} rows; rejections/{r.name} "
                  f"{r.version}: {r.num_rows} rows; run {self.run_id}"]
         if self.reuse:
@@ -89,6 +95,15 @@ def split_selected(block: pa.Table, kind: str) -> pa.Table:
 
 def _columns(block: pa.Table, names: list[str]) -> pa.Table:
     return block.select(names)
+
+
+def _judge_scores_as_scores(table: pa.Table) -> pa.Table:
+    """The report's columns with the judge's scores in the place of the teacher's."""
+    for judged, plain in JUDGED_SCORES.items():
+        if judged in table.column_names:
+            table = table.drop_columns([plain]).rename_columns(
+                [plain if n == judged else n for n in table.column_names if n != plain])
+    return table
 
 
 def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, blocks: list, run_id: str) -> MineResult:
@@ -115,7 +130,7 @@ def write_mined(cfg: MineConfig, catalog: Catalog, searched: SearchResult, block
         drift = write_drift(catalog, previous, now, searched, negatives_m)
     return MineResult(negatives=negatives_m, rejections=rejections_m, report=mined.report,
                       embed_stats=searched.embed_stats, run_id=run_id, drift=drift, reuse=reuse,
-                      precision=searched.teacher.precision)
+                      precision=searched.teacher.precision, judge_stats=searched.judge_stats)
 
 
 @dataclass
@@ -135,6 +150,8 @@ def _report(cfg: MineConfig, searched: SearchResult, parts: dict[str, list]) -> 
     report_parts = {kind: pa.concat_tables(ray.get(refs if kind == QUERY else
                                                    [columns.remote(p, REPORT_COLUMNS[kind]) for p in refs]))
                     for kind, refs in parts.items()}
+    if searched.judge:
+        report_parts = {kind: _judge_scores_as_scores(table) for kind, table in report_parts.items()}
     scores = task_scores(report_parts[QUERY], report_parts[NEGATIVE], report_parts[REJECTED])
     report = build_report(searched.tasks, report_parts[QUERY], report_parts[NEGATIVE], report_parts[REJECTED], scores,
                           cfg.selection.num_negatives)
@@ -207,7 +224,9 @@ def _carry_over(catalog: Catalog, searched: SearchResult, parts: dict[str, list]
     records = carried_rows(catalog, prev, SEARCHED, ids, pool_ids, texts)
     parts[NEGATIVE].append(ray.put(negatives))
     parts[REJECTED].append(ray.put(rejections.cast(REJECTION_SCHEMA)))
-    parts[QUERY].append(ray.put(records.select(REPORT_COLUMNS[QUERY])))
+    # A search record keeps no judge score: a run with a judge carries nothing over (reuse).
+    query_rows = records.append_column("positive_judge_score", pa.nulls(records.num_rows, pa.float64()))
+    parts[QUERY].append(ray.put(query_rows.select(REPORT_COLUMNS[QUERY])))
     return records
 
 

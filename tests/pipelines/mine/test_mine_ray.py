@@ -73,6 +73,31 @@ def test_provenance_report_and_rejections(setup):
     assert all(r["cand_label"] == r["label"] for r in rejected if r["reason"] == "same_class")
 
 
+def test_the_margin_listing_reads_exactly_what_plain_top_k_would_take(setup, capsys, tmp_path):
+    """quarry margins on the perc_pos run's stored rows against a plain top-k mine of the
+    same queries: its candidates are that run's negatives, and each margin rejects those of
+    them above the margin's threshold."""
+    from miners.select import SelectionConfig
+
+    root = setup["root"]
+    assert main(["--root", root, "mine", "--examples", "small", "--depth", "40", "--strategy", "topk",
+                 "--name", "small-topk"]) == 0
+    capsys.readouterr()
+    plot = tmp_path / "margins.png"
+    assert main(["--root", root, "margins", "--negatives", "small", "--tasks", "desc", "--from", "0.8", "--to", "1",
+                 "--step", "0.05", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    naive = Catalog(root).read_table("negatives", "small-topk").to_pylist()
+    naive = [r for r in naive if r["task"] == "desc"]
+    assert f"desc ({len(naive)} candidates)" in out
+    for margin in (0.8, 0.85, 0.9, 0.95, 1.0):
+        cut = SelectionConfig(margin=margin)
+        rejected = sum(r["neg_score"] > cut.threshold(r["positive_score"]) for r in naive)
+        line = next(x for x in out.splitlines() if x.startswith(f"{margin:g} "))
+        assert line.split()[1] == str(rejected), (margin, line)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_second_run_embeds_nothing_and_a_changed_document_alone_is_re_embedded(setup, capsys):
     root = setup["root"]
     assert main(["--root", root, "mine", "--examples", "small", "--depth", "40"]) == 0

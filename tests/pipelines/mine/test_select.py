@@ -25,7 +25,8 @@ def _queries():
             "query": ["q one", "q two"], "label": [None, None], "positive_positions": [[0], [5]],
             "positive_scores": [[0.9], [0.3]], "self_position": [None, None],
             "cand_positions": [[0, 1, 2, 3], [5, 4]], "cand_scores": [[0.9, 0.86, 0.8, 0.5], [0.3, 0.29]],
-            "cross_positions": [[], []], "kth_score": [0.1, 0.2], "query_row": [0, 1], "positive_sims": [[], []]}
+            "cross_positions": [[], []], "kth_score": [0.1, 0.2], "query_row": [0, 1], "positive_sims": [[], []],
+            "judge_cand_scores": [[], []], "judge_positive_scores": [[], []]}
     return pa.Table.from_pydict(rows, schema=QUERY_SCHEMA)
 
 
@@ -38,7 +39,7 @@ def test_selection_rows_of_three_kinds():
     texts = SelectedTexts(queries=_queries().column("query"),
                           pools=PoolTexts({"corpus": POOL.column("text")}, {"t": "corpus"}))
     queries = split_selected(out, QUERY).to_pylist()
-    assert queries[0] == {"task": "t", "example_id": "t:q1", "positive_score": pytest.approx(0.9),
+    assert queries[0] == {"task": "t", "example_id": "t:q1", "positive_score": pytest.approx(0.9), "positive_judge_score": None,
                           "threshold": pytest.approx(0.855)}  # computed once, by select_for_query
     negatives = texts.join(split_selected(out, NEGATIVE), NEGATIVE_SCHEMA)
     assert negatives.schema == NEGATIVE_SCHEMA
@@ -68,7 +69,8 @@ def test_written_scores_and_thresholds_equal_the_per_query_reference_in_float32(
             "positive_scores": [[float(s)] for s in positive], "self_position": [None] * n_queries,
             "cand_positions": [[1, 2, 3, 4, 5, 0][:depth]] * n_queries, "cand_scores": scores.tolist(),
             "cross_positions": [[]] * n_queries, "kth_score": scores[:, -1].tolist(),
-            "query_row": list(range(n_queries)), "positive_sims": [[]] * n_queries}
+            "query_row": list(range(n_queries)), "positive_sims": [[]] * n_queries,
+            "judge_cand_scores": [[]] * n_queries, "judge_positive_scores": [[]] * n_queries}
     queries = pa.Table.from_pydict(rows, schema=QUERY_SCHEMA)
     cfg = SelectionConfig(num_negatives=2)
     plans = {"t": TaskPlan("t", "retrieval", "corpus", cfg)}
@@ -106,39 +108,45 @@ def test_candidate_list_columns_equal_the_python_list_reference():
     assert narrow.combine_chunks().equals(pa.array([[]] * 4, type=pa.list_(pa.float32())))
 
 
-def _reference_rows(batch: pa.Table, pools: dict, plans: dict) -> list[dict]:
-    """The stage's rows built the plain way: ``select_for_query`` per query, a dict per row."""
+def _reference_rows(batch: pa.Table, pools: dict, plans: dict, judge: str | None = None) -> list[dict]:
+    """The stage's rows built the plain way: ``select_for_query`` per query, a dict per row.
+    With a judge, the rules read the judge's scores and the teacher's are written beside."""
     from miners.select import QueryFacts, select_for_query
 
     out = []
     for row in batch.to_pylist():
         plan = plans[row["task"]]
         pool = pools[plan.pool].to_pydict()
+        ruling = ("judge_cand_scores", "judge_positive_scores") if judge else ("cand_scores", "positive_scores")
         facts = QueryFacts(example_id=row["example_id"], positive_positions=row["positive_positions"],
-                           positive_scores=row["positive_scores"], self_position=row["self_position"],
+                           positive_scores=row[ruling[1]], self_position=row["self_position"],
                            label=row["label"], cross_positive_positions=frozenset(row["cross_positions"]))
-        sel = select_for_query(np.asarray(row["cand_positions"]), np.asarray(row["cand_scores"], np.float32), facts,
+        sel = select_for_query(np.asarray(row["cand_positions"]), np.asarray(row[ruling[0]], np.float32), facts,
                                pool["hash"], pool["label"] if plan.filters_same_class else None, plan.selection,
                                np.asarray(row["positive_sims"], np.float32))
         anchor = int(np.argmin(facts.positive_scores))
         base = {"task": plan.task, "task_type": plan.task_type, "example_id": row["example_id"],
                 "query_source_id": row["source_id"], "query": row["query"],
                 "positive_id": pool["id"][facts.positive_positions[anchor]],
-                "positive_score": facts.positive_scores[anchor], "label": row["label"],
+                "positive_score": row["positive_scores"][anchor], "label": row["label"],
                 "strategy": plan.selection.strategy,
-                "threshold": sel.threshold if np.isfinite(sel.threshold) else None, "teacher": "t#1", "run_id": "r"}
+                "threshold": sel.threshold if np.isfinite(sel.threshold) else None, "teacher": "t#1", "run_id": "r",
+                "positive_judge_score": row["judge_positive_scores"][anchor] if judge else None, "judge": judge}
         for kind, cands in ((NEGATIVE, [(p, s, r, None) for p, s, r in sel.chosen]), (REJECTED, sel.rejected),
                             (QUERY, [(None, None, None, None)])):
             for p, s, r, why in cands:
                 named = p is not None
                 out.append({**base, "row_kind": kind, "neg_id": pool["id"][p] if named else None,
                             "neg_source_id": pool["source_id"][p] if named else None,
-                            "neg_text": pool["text"][p] if named else None, "neg_score": s, "neg_rank": r,
-                            "neg_label": pool["label"][p] if named else None, "reason": why})
+                            "neg_text": pool["text"][p] if named else None,
+                            "neg_score": row["cand_scores"][r] if named else None, "neg_rank": r,
+                            "neg_label": pool["label"][p] if named else None, "reason": why,
+                            "neg_judge_score": row["judge_cand_scores"][r] if named and judge else None})
     return out
 
 
-def test_stage_rows_equal_the_per_query_reference():
+@pytest.mark.parametrize("judge", [None, "j#1"], ids=["teacher", "judged"])
+def test_stage_rows_equal_the_per_query_reference(judge):
     """Two tasks in one batch (retrieval on a corpus, classification on its own examples,
     one sampling at random), candidate lists of uneven length: the vectorised stage writes
     the same rows as select_for_query row by row, kind by kind, in the same order."""
@@ -166,7 +174,9 @@ def test_stage_rows_equal_the_per_query_reference():
                          "cand_scores": np.sort(np.round(rng.uniform(0, 1, depth), 2))[::-1].tolist(),
                          "cross_positions": sorted({int(rng.integers(0, size))} - set(positives)),
                          "kth_score": 0.0, "query_row": len(rows),
-                         "positive_sims": [] if labelled else np.round(rng.uniform(0, 1, depth), 1).tolist()})
+                         "positive_sims": [] if labelled else np.round(rng.uniform(0, 1, depth), 1).tolist(),
+                         "judge_cand_scores": np.round(rng.uniform(0, 1, depth), 2).tolist(),
+                         "judge_positive_scores": np.round(rng.uniform(0.3, 1, len(positives)), 2).tolist()})
     batch = pa.Table.from_pylist(rows, schema=QUERY_SCHEMA)
     plans = {"ret": TaskPlan("ret", "retrieval", "corpus", SelectionConfig(num_negatives=3, confident_within=3,
                                                                            max_positive_similarity=0.7)),
@@ -174,19 +184,20 @@ def test_stage_rows_equal_the_per_query_reference():
                              SelectionConfig(strategy="topk_margin_pos", num_negatives=4, sampling="random"))}
     assert plans["cls"].filters_same_class and not plans["ret"].filters_same_class
     pools = {"corpus": corpus, "cls": examples}
-    out = SelectNegatives(pools, plans, "t#1", "r")(batch)
+    out = SelectNegatives(pools, plans, "t#1", "r", judge)(batch)
     assert out.schema == SELECTED_SCHEMA
     texts = SelectedTexts(queries=batch.column("query"),
                           pools=PoolTexts({n: t.column("text") for n, t in pools.items()},
                                           {t: p.pool for t, p in plans.items()}))
-    reference = _reference_rows(batch, pools, plans)
+    reference = _reference_rows(batch, pools, plans, judge)
     for kind, schema in ((NEGATIVE, NEGATIVE_SCHEMA), (REJECTED, REJECTION_SCHEMA)):
         got = texts.join(split_selected(out, kind), schema)
         want = pa.Table.from_pylist([_as_dataset_row(r, kind) for r in reference if r["row_kind"] == kind])
         assert got.to_pylist() == want.select(schema.names).cast(schema).to_pylist(), kind
     queries = split_selected(out, QUERY).to_pylist()
     assert queries == [{"task": r["task"], "example_id": r["example_id"], "positive_score": r["positive_score"],
-                        "threshold": r["threshold"]} for r in reference if r["row_kind"] == QUERY]
+                        "positive_judge_score": r["positive_judge_score"], "threshold": r["threshold"]}
+                       for r in reference if r["row_kind"] == QUERY]
     assert Counter(out.column("row_kind").to_pylist()) == Counter(r["row_kind"] for r in reference)
     assert {r["reason"] for r in reference if r["row_kind"] == REJECTED} >= {IS_POSITIVE, "same_class",
                                                                               "above_threshold", "similar_to_positive"}
