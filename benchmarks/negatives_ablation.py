@@ -1,38 +1,49 @@
-"""What the mined negatives are worth: one student, trained on four kinds of negatives.
+"""What the mined negatives are worth: one student, trained on each kind of negatives, paired.
 
-    python benchmarks/negatives_ablation.py [--root DIR] [--seeds 0,1,2] [--steps 32] [--arms a,b,c,d]
-        [--train-config configs/train/cpu-minilm.yaml] [--negatives 4] [--markdown OUT.md]
+    python benchmarks/negatives_ablation.py mine   --teacher minilm|mpnet [--arms b,c,d,e,f,g,h] [--negatives 4]
+    python benchmarks/negatives_ablation.py common --teachers minilm,mpnet [--arms b,c,d,e,f,g,h] [--negatives 4]
+    python benchmarks/negatives_ablation.py train  --teacher minilm --arms a,b,c --seeds 0-4 [--split test]
+                                                   [--steps 32] [--lr 3e-4] [--negatives 4]
+    python benchmarks/negatives_ablation.py baselines [--split test]
+    python benchmarks/negatives_ablation.py report [--split test] [--pairs c-a,c-b] [--markdown OUT.md]
+    python benchmarks/negatives_ablation.py audit  [--teachers minilm,mpnet] [--samples 4]
 
-Every arm trains the same student (the training config's backbone, pooling, LoRA, learning
-rate, temperature and max length) for the same steps on the vital retrieval tasks; only
-the negatives differ:
+Every run trains the same student (the training config's backbone, pooling, LoRA,
+temperature and max length) on the vital retrieval tasks' train split; only the negatives
+differ:
 
-| arm | negatives per query                                                           |
-|-----|-------------------------------------------------------------------------------|
-| a   | none: in-batch negatives only (``quarry export --num-negatives 0``)           |
+| arm | negatives per query |
+|-----|---------------------|
+| a   | none: in-batch negatives only (no teacher) |
 | b   | naive top-k from the teacher: only the query's own positive (and its text) removed |
-| c   | Quarry's default: positive-aware topk_perc_pos 0.95 + the same-text cross-positive filter |
+| c   | Quarry's positive-aware default: topk_perc_pos 0.95 + the same-text cross-positive filter |
 | d   | as c, then k drawn at random from the first 10 eligible (NV-Retriever's sampled top-k) |
+| e   | as c, the threshold on MPNet's scores: MPNet judges the teacher's candidates (``--judge``) |
+| f   | top-k + cross-positive filter + drop candidates above 0.9 teacher similarity to the positive document |
+| g   | as c, but the threshold only where the teacher ranks the positive first (confident_within 1) |
+| h   | f and g together |
 
-Baselines: the teacher (as it mined: bare queries) and the untrained student (the backbone
-with the config's pooling, queries with their instructions). Each arm runs once per seed;
-the seed drives the batch order, the pooling head's initialisation, dropout and arm d's
-draw. ``quarry eval`` scores everything on the test split, every task, and the script
-prints mean +- sample std over seeds, per task, as a Markdown table (also to --markdown),
-then asks DuckDB why arm c turned down the naive arm's negatives.
+Pairing: ``common`` fixes one set of training queries, those every arm of every teacher
+named gives k negatives; every run trains on that set (as examples/abl-train), so seed s
+gives every arm the same queries in the same batch order, the same LoRA and head
+initialisation and the same dropout, and only the negatives differ. ``report`` gives each
+arm's mean ± sample std over seeds and, per teacher, the paired difference of chosen arms
+with its 95% confidence interval (Student's t over seeds).
 
-A data root that already holds some runs keeps them: a finished run is not trained again,
-and the teacher's embeddings come from mining's cache. A benchmark, not a test: record the
-figures and the machine in docs/benchmarks.md.
+Resumable in parts: mining is skipped when its dataset exists, a trained run is not trained
+again, a scored (run, split) is not scored again. Scores and wall times go to
+<root>/ablation/results.jsonl, one line per scored run. Hyperparameters (--steps, --lr,
+--negatives) are chosen on ``--split dev`` runs; ``--split test`` runs are for the report.
+A benchmark, not a test: figures and the machine go in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -40,62 +51,79 @@ from dataclasses import dataclass, replace
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from miners.select import SelectionConfig  # noqa: E402
+from miners.teacher import TeacherSpec  # noqa: E402
 from pipelines.builders.corpus import WikiBuildConfig, build_wiki  # noqa: E402
 from pipelines.builders.task_spec import load_task_set  # noqa: E402
 from pipelines.builders.tasks import build_tasks  # noqa: E402
-from pipelines.evaluate import EvalConfig, EvalResult, evaluate  # noqa: E402
+from pipelines.evaluate import EvalConfig, evaluate  # noqa: E402
 from pipelines.mine import MineConfig, mine  # noqa: E402
+from pipelines.mine.config import JudgeSpec  # noqa: E402
 from pipelines.run import DEFAULT_TASK_SPEC, DEFAULT_TRAIN_CONFIG  # noqa: E402
-from pipelines.train.backbone import resolve_backbone  # noqa: E402
 from pipelines.train.export import ExportConfig, export_shards  # noqa: E402
-from pipelines.train.launch import (  # noqa: E402
-    load_train_config,
-    task_prompts,
-    train,
-)
+from pipelines.train.launch import load_train_config, train  # noqa: E402
 from pipelines.train.run_state import discard_uncheckpointed_run, run_state  # noqa: E402
 from storage import PACKAGED_MINILM, Catalog  # noqa: E402
+from storage.packaged import PACKAGED_MPNET  # noqa: E402
 from storage.schemas import RETRIEVAL  # noqa: E402
-from trainers.config import TrainConfig  # noqa: E402
 
-UNTRAINED = "abl-untrained"
+TEACHERS = {"minilm": PACKAGED_MINILM, "mpnet": PACKAGED_MPNET}
+TRAIN_EXAMPLES = "abl-train"
 SAMPLE_WINDOW = 10  # arm d: NV-Retriever's "sampled top-k" draws from the top 10
+# Arms f, h. Of MiniLM's naive top-4 on the vital tasks, 1% (desc2article) to 1.5%
+# (title2article) of the negatives are above 0.8 similarity to the positive document, 0.02%
+# above 0.9 (docs/benchmarks.md).
+POSITIVE_SIMILARITY = 0.8
+CONFIDENT_WITHIN = 1  # arms g, h
 
 
 @dataclass(frozen=True)
 class Arm:
     key: str
     label: str
+    selection: dict | None  # SelectionConfig fields, None: in-batch negatives only
+    judge: str | None = None  # a model that rescores the teacher's candidates
 
-    def selection(self, negatives: int, seed: int) -> SelectionConfig | None:
-        """The retrieval tasks' selection, or None for in-batch negatives only (no mining)."""
-        if self.key == "a":
-            return None
-        if self.key == "b":
-            return SelectionConfig(strategy="topk", num_negatives=negatives, drop_cross_positives=False)
-        if self.key == "c":
-            return SelectionConfig(num_negatives=negatives)
-        return SelectionConfig(num_negatives=negatives, sampling="random", sample_window=SAMPLE_WINDOW, seed=seed)
+    def applies_to(self, teacher: str) -> bool:
+        """A judge that is the teacher itself judges nothing."""
+        return self.judge is None or TEACHERS[teacher] != self.judge
 
-    @property
-    def mines(self) -> bool:
-        return self.selection(1, 0) is not None
+    def config(self, negatives: int, seed: int) -> SelectionConfig:
+        return SelectionConfig(num_negatives=negatives, seed=seed, **self.selection)
 
-    def negatives_name(self, seed: int) -> str:
+    def negatives_name(self, teacher: str, negatives: int, seed: int) -> str:
         # Only arm d's selection depends on the seed; the others mine once.
-        return f"abl-{self.key}" + (f"-s{seed}" if self.key == "d" else "")
+        sim = self.selection and self.selection.get("max_positive_similarity")
+        return (f"abl-{teacher}-{self.key}" + (f"-sim{round(sim * 100)}" if sim else "") + f"-n{negatives}"
+                + (f"-s{seed}" if self.key == "d" else ""))
 
 
 ARMS = {a.key: a for a in (
-    Arm("a", "(a) in-batch negatives only"),
-    Arm("b", "(b) naive top-k"),
-    Arm("c", "(c) Quarry default: perc_pos 0.95 + cross-positive filter"),
-    Arm("d", f"(d) c, then sampled from the top {SAMPLE_WINDOW}"),
+    Arm("a", "(a) in-batch negatives only", None),
+    Arm("b", "(b) naive top-k", {"strategy": "topk", "drop_cross_positives": False}),
+    Arm("c", "(c) perc_pos 0.95 + cross-positive filter", {}),
+    Arm("d", f"(d) c, sampled from the top {SAMPLE_WINDOW}", {"sampling": "random", "sample_window": SAMPLE_WINDOW}),
+    Arm("e", "(e) c on the scores of MPNet judging the teacher's candidates", {}, judge=PACKAGED_MPNET),
+    Arm("f", f"(f) top-k, dropping > {POSITIVE_SIMILARITY} similarity to the positive",
+        {"strategy": "topk", "max_positive_similarity": POSITIVE_SIMILARITY}),
+    Arm("g", "(g) c where the teacher ranks the positive first, else top-k", {"confident_within": CONFIDENT_WITHIN}),
+    Arm("h", "(h) f and g together", {"confident_within": CONFIDENT_WITHIN,
+                                      "max_positive_similarity": POSITIVE_SIMILARITY}),
 )}
 
 
-def run_name(arm: Arm, seed: int) -> str:
-    return f"abl-{arm.key}-s{seed}"
+def hp_tag(steps: int, lr: float, negatives: int) -> str:
+    return f"st{steps}-lr{lr:g}-n{negatives}"
+
+
+def run_name(teacher: str, arm: Arm, tag: str, seed: int) -> str:
+    return f"abl-{'none' if arm.selection is None else teacher}-{arm.key}-{tag}-s{seed}"
+
+
+def seeds_of(text: str) -> list[int]:
+    if "-" in text:
+        first, last = text.split("-")
+        return list(range(int(first), int(last) + 1))
+    return [int(s) for s in text.split(",")]
 
 
 def prepare_data(catalog: Catalog) -> tuple[str, list[str]]:
@@ -103,97 +131,180 @@ def prepare_data(catalog: Catalog) -> tuple[str, list[str]]:
     spec = load_task_set(DEFAULT_TASK_SPEC)
     build_wiki(WikiBuildConfig(name=spec.corpus or spec.name), catalog)
     build_tasks(spec, catalog)
-    retrieval = [t.name for t in spec.tasks if t.type == RETRIEVAL]
-    return spec.name, retrieval
+    return spec.name, [t.name for t in spec.tasks if t.type == RETRIEVAL]
 
 
-def mine_arm(catalog: Catalog, examples: str, tasks: list[str], arm: Arm, negatives: int, seed: int) -> None:
-    selection = arm.selection(negatives, seed)
-    if selection is None:
-        return
-    cfg = MineConfig(examples=examples, tasks=tuple(tasks), name=arm.negatives_name(seed), selection=selection,
-                     class_selection=SelectionConfig(strategy="topk", num_negatives=negatives))
-    print(mine(cfg, catalog).summary().splitlines()[-1], flush=True)
+def cmd_mine(args, catalog: Catalog) -> None:
+    examples, tasks = prepare_data(catalog)
+    for key in args.arms.split(","):
+        arm = ARMS[key]
+        for seed in (seeds_of(args.seeds) if key == "d" else [0]):
+            name = arm.negatives_name(args.teacher, args.negatives, seed)
+            if arm.selection is None or not arm.applies_to(args.teacher) or catalog.latest("negatives", name):
+                continue
+            started = time.perf_counter()
+            cfg = MineConfig(examples=examples, tasks=tuple(tasks), name=name,
+                             teacher=TeacherSpec(teacher=TEACHERS[args.teacher]),
+                             selection=arm.config(args.negatives, seed),
+                             class_selection=SelectionConfig(strategy="topk", num_negatives=args.negatives),
+                             judge=JudgeSpec(model=arm.judge) if arm.judge else None)
+            print(mine(cfg, catalog).summary().splitlines()[-1], flush=True)
+            record(catalog, {"part": "mine", "teacher": args.teacher, "arm": key, "negatives": name,
+                             "wall_s": round(time.perf_counter() - started, 1)})
 
 
-def train_arm(catalog: Catalog, base: TrainConfig, examples: str, arm: Arm, seed: int, negatives: int,
-              steps: int) -> str:
-    name = run_name(arm, seed)
-    shards = export_shards(ExportConfig(name=name, examples=examples, negatives=arm.negatives_name(seed),
-                                        training_stage=1, global_batch=base.global_batch or 16,
-                                        workers=base.num_workers, num_negatives=negatives if arm.mines else 0,
-                                        seed=seed), catalog)
-    cfg = replace(base, run_name=name, shards=name, max_steps=steps, seed=seed)
+def cmd_common(args, catalog: Catalog) -> None:
+    """examples/abl-train: the train-split retrieval queries every named arm gives k negatives."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    examples, tasks = prepare_data(catalog)
+    ex_m = catalog.manifest("examples", examples)
+    table = catalog.read_table("examples", examples, ex_m.version)
+    train_rows = table.filter(pc.and_(pc.equal(table.column("split"), "train"),
+                                      pc.is_in(table.column("task"), pa.array(tasks))))
+    keep = set(train_rows.column("example_id").to_pylist())
+    for teacher in args.teachers.split(","):
+        for key in args.arms.split(","):
+            if ARMS[key].selection is None or not ARMS[key].applies_to(teacher):
+                continue
+            name = ARMS[key].negatives_name(teacher, args.negatives, 0)
+            negs = catalog.read_table("negatives", name, catalog.latest("negatives", name), columns=["example_id"])
+            counts = pc.value_counts(negs.column("example_id")).to_pylist()
+            full = {c["values"] for c in counts if c["counts"] >= args.negatives}
+            print(f"{name}: {len(keep - full)} of the remaining train queries have fewer than {args.negatives}")
+            keep &= full
+    common = train_rows.filter(pc.is_in(train_rows.column("example_id"), pa.array(sorted(keep))))
+    m = catalog.write_table("examples", TRAIN_EXAMPLES, common, config={**ex_m.config, "built_by": "ablation common",
+                                                                        "arms": args.arms, "teachers": args.teachers},
+                            inputs=[ex_m.input_ref(), *[i for i in ex_m.inputs if i.kind == "corpus"]],
+                            skip_if_unchanged=True)
+    print(f"examples/{TRAIN_EXAMPLES} {m.version}: {common.num_rows} of {train_rows.num_rows} train queries")
+
+
+def train_run(catalog: Catalog, base, teacher: str, arm: Arm, seed: int, args) -> str:
+    tag = hp_tag(args.steps, args.lr, args.negatives)
+    name = run_name(teacher, arm, tag, seed)
+    negatives = None if arm.selection is None else arm.negatives_name(teacher, args.negatives, seed)
+    export_shards(ExportConfig(name=name, examples=TRAIN_EXAMPLES, negatives=negatives, training_stage=1,
+                               global_batch=base.global_batch, workers=base.num_workers,
+                               num_negatives=args.negatives if negatives else 0, seed=seed), catalog)
+    cfg = replace(base, run_name=name, shards=name, max_steps=args.steps, lr=args.lr, seed=seed)
     state = run_state(cfg, catalog)
     if state.finished:
-        print(f"{name}: already trained ({state.done} steps)", flush=True)
         return name
     if state.done is None:
         discard_uncheckpointed_run(cfg, catalog)
-    short = sum(p.short_of_negatives for p in shards.tasks.values())
+    started = time.perf_counter()
     result = train(cfg, catalog, resume=state.done is not None)
-    print(f"{name}: {result.metrics.get('step')} steps, last loss {result.metrics.get('loss', float('nan')):.4f} "
-          f"({short} queries left out short of negatives)", flush=True)
+    record(catalog, {"part": "train", "run": name, "wall_s": round(time.perf_counter() - started, 1),
+                     "loss": result.metrics.get("loss")})
     return name
 
 
-def save_untrained_student(catalog: Catalog, base: TrainConfig, shards_name: str) -> str:
-    """The backbone with the student's pooling (a fresh head for latent attention, seeded)
-    and its task prompts, saved as a Quarry model: what every arm starts from."""
-    import torch
-
-    from trainers.model import EmbeddingModel
-
-    out = catalog.root.path("models", UNTRAINED)
-    if os.path.isdir(out):
-        return UNTRAINED
-    torch.manual_seed(base.seed)
-    model = EmbeddingModel.from_pretrained(resolve_backbone(base, catalog).local, pooling=base.pooling,
-                                           bidirectional=base.bidirectional, max_length=base.saved_max_length,
-                                           trust_remote_code=base.trust_remote_code)
-    model.config.prompts = task_prompts(catalog, catalog.manifest("shards", shards_name))
-    model.save_pretrained(out)
-    return UNTRAINED
-
-
-def mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+def cmd_train(args, catalog: Catalog) -> None:
+    examples, tasks = prepare_data(catalog)
+    base = load_train_config(args.train_config)
+    done = {(r["run"], r["split"]) for r in results(catalog) if r["part"] == "score"}
+    tag = hp_tag(args.steps, args.lr, args.negatives)
+    for seed in seeds_of(args.seeds):
+        for key in args.arms.split(","):
+            arm = ARMS[key]
+            if not arm.applies_to(args.teacher):
+                continue
+            name = train_run(catalog, base, args.teacher, arm, seed, args)
+            if (name, args.split) in done:
+                continue
+            started = time.perf_counter()
+            result = evaluate(EvalConfig(models=[name], examples=examples, split=args.split, tasks=tasks), catalog)
+            scores = {task: result.models[0].value(task, metric) for task, metric in result.main_scores()}
+            record(catalog, {"part": "score", "run": name, "split": args.split, "teacher":
+                             "none" if arm.selection is None else args.teacher, "arm": key, "seed": seed, "hp": tag,
+                             "scores": scores, "wall_s": round(time.perf_counter() - started, 1)})
+            print(f"{name} on {args.split}: {scores}", flush=True)
 
 
-def markdown_table(result: EvalResult, rows: list[tuple[str, list[str]]]) -> str:
-    """One row per arm or baseline: each task's main score, mean ± std over its models."""
-    mains = result.main_scores()
-    by_model = {m.model: m for m in result.models}
-    lines = ["| negatives | " + " | ".join(f"{t} {metric}" for t, metric in mains) + " |",
-             "|---|" + "---|" * len(mains)]
-    for label, models in rows:
-        cells = [mean_std([by_model[m].value(t, metric) for m in models]) for t, metric in mains]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def cmd_baselines(args, catalog: Catalog) -> None:
+    """The teachers as they mined (bare queries), scored on the split."""
+    examples, tasks = prepare_data(catalog)
+    done = {(r["model"], r["split"]) for r in results(catalog) if r["part"] == "baseline"}
+    for model in TEACHERS.values():
+        if (model, args.split) in done:
+            continue
+        result = evaluate(EvalConfig(models=[model], examples=examples, split=args.split, tasks=tasks), catalog)
+        record(catalog, {"part": "baseline", "model": model, "split": args.split,
+                         "scores": {t: result.models[0].value(t, m) for t, m in result.main_scores()}})
 
 
 AUDIT_SQL = """
-select coalesce(r.reason, 'kept by c') as what_c_did, count(*) as naive_negatives,
+select n.task, coalesce(r.reason, 'kept') as what_{arm}_did, count(*) as naive_negatives,
        round(avg(n.neg_score), 3) as mean_score, round(avg(n.neg_score / n.positive_score), 3) as score_over_positive
 from negatives n left join rejections r
-  on r.dataset = 'abl-c' and r.example_id = n.example_id and r.cand_id = n.neg_id
-where n.dataset = 'abl-b'
-group by all order by naive_negatives desc
+  on r.dataset = '{arm_name}' and r.example_id = n.example_id and r.cand_id = n.neg_id
+where n.dataset = '{naive}'
+group by all order by 1, 3 desc
 """
+SAMPLE_SQL = """
+select n.task, n.query, n.neg_text as naive_negative, round(n.neg_score, 3) as score,
+       round(n.positive_score, 3) as positive
+from negatives n join rejections r
+  on r.dataset = '{arm_name}' and r.example_id = n.example_id and r.cand_id = n.neg_id
+where n.dataset = '{naive}' and r.reason = '{reason}'
+order by hash(n.example_id || n.neg_id) limit {n}
+"""
+
+
+def cmd_audit(args, catalog: Catalog) -> None:
+    """What each arm's rules took out of the naive top-k (arm b), per teacher, with samples."""
+    from storage import print_query
+
+    for teacher in args.teachers.split(","):
+        naive = ARMS["b"].negatives_name(teacher, args.negatives, 0)
+        for key in args.arms.split(","):
+            arm = ARMS[key]
+            if key in ("a", "b", "d") or not arm.applies_to(teacher):
+                continue
+            name = arm.negatives_name(teacher, args.negatives, 0)
+            print(f"\n### {teacher}: what {arm.label} did to the naive top-{args.negatives} ({naive})")
+            print_query(catalog, AUDIT_SQL.format(arm=key, arm_name=name, naive=naive))
+            for reason in ("above_threshold", "similar_to_positive"):
+                print(f"\nsamples it rejected as {reason}:")
+                print_query(catalog, SAMPLE_SQL.format(arm_name=name, naive=naive, reason=reason, n=args.samples))
+
+
+def record(catalog: Catalog, row: dict) -> None:
+    path = catalog.root.path("ablation", "results.jsonl")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({**row, "machine": f"{platform.node()} ({os.cpu_count()} cores)",
+                            "at": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
+
+
+def results(catalog: Catalog) -> list[dict]:
+    path = catalog.root.path("ablation", "results.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("part", choices=("mine", "common", "train", "baselines", "report", "audit"))
     p.add_argument("--root", default=os.environ.get("QUARRY_HOME", "quarry-data"), help="data root")
+    p.add_argument("--teacher", choices=sorted(TEACHERS), default="minilm")
+    p.add_argument("--teachers", default="minilm,mpnet", help="common: the teachers whose arms fix the query set")
+    p.add_argument("--arms", default="b,c,d,e,f,g,h")
+    p.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,1,2")
+    p.add_argument("--split", default="test", choices=("dev", "test"))
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--negatives", type=int, default=4, help="hard negatives per query (default 4, as NV-Retriever's "
+                                                            "ablations)")
     p.add_argument("--train-config", default=DEFAULT_TRAIN_CONFIG, help="the student (default %(default)s)")
-    p.add_argument("--arms", default="a,b,c,d")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=32, help="training steps per run (default %(default)s)")
-    p.add_argument("--negatives", type=int, default=4, help="hard negatives per query in arms b-d (default 4, "
-                   "as NV-Retriever's ablations)")
-    p.add_argument("--markdown", help="also write the table here")
+    p.add_argument("--markdown", help="report: also write the tables here")
+    p.add_argument("--pairs", default="c-a,c-b", help="report: paired differences to show, e.g. c-a,c-b,g-b")
+    p.add_argument("--samples", type=int, default=4, help="audit: pairs shown per arm and reason")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="quarry: %(message)s", stream=sys.stderr)
     from pipelines.cli.console import quiet_libraries
@@ -202,41 +313,19 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("QUARRY_QUIET_RAY_DATA", "1")
     quiet_libraries()
-    arms = [ARMS[k] for k in args.arms.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
     catalog = Catalog(args.root)
-    base = load_train_config(args.train_config)
-    started = time.perf_counter()
-    examples, tasks = prepare_data(catalog)
-    for arm in arms:
-        for seed in (seeds if arm.key == "d" else seeds[:1]):
-            mine_arm(catalog, examples, tasks, arm, args.negatives, seed)
-    mined_s = time.perf_counter() - started
-    runs = {arm.key: [train_arm(catalog, base, examples, arm, seed, args.negatives, args.steps) for seed in seeds]
-            for arm in arms}
-    trained_s = time.perf_counter() - started - mined_s
-    untrained = save_untrained_student(catalog, base, runs[arms[0].key][0])
-    models = [PACKAGED_MINILM, untrained] + [m for arm in arms for m in runs[arm.key]]
-    result = evaluate(EvalConfig(models=models, examples=examples, split="test"), catalog)
-    eval_s = time.perf_counter() - started - mined_s - trained_s
-    rows = [(f"teacher ({PACKAGED_MINILM})", [PACKAGED_MINILM]), ("untrained student", [untrained])]
-    rows += [(ARMS[k].label, names) for k, names in runs.items()]
-    table = markdown_table(result, rows)
-    heading = (f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()}), student {base.backbone} "
-               f"{base.pooling.mode} pooling, LoRA {'r=%d' % base.lora.r if base.lora else 'off'}, lr {base.lr}, "
-               f"temperature {base.temperature}, max length {base.max_length}; {args.steps} steps x "
-               f"{base.global_batch} queries; {args.negatives} hard negatives (arms b-d); seeds {args.seeds}\n"
-               f"wall time: mining {mined_s / 60:.1f} min, training {trained_s / 60:.1f} min, "
-               f"eval {eval_s / 60:.1f} min; evals/{examples} {result.evals_version}")
-    print(f"\n{heading}\n\n{table}\n")
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write(f"{heading}\n\n{table}\n")
-    if {"b", "c"} <= {a.key for a in arms}:
-        from storage import print_query
+    if args.part == "report":
+        from ablation_report import report  # beside this script
 
-        print("Why arm c turned down arm b's naive negatives (DuckDB over negatives/abl-b and rejections/abl-c):")
-        print_query(catalog, AUDIT_SQL)
+        text = report(results(catalog), args.split, args.pairs.split(","), ARMS)
+        print(text)
+        if args.markdown:
+            with open(args.markdown, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        return
+    p_parts = {"mine": cmd_mine, "common": cmd_common, "train": cmd_train, "baselines": cmd_baselines,
+               "audit": cmd_audit}
+    p_parts[args.part](args, catalog)
 
 
 if __name__ == "__main__":
