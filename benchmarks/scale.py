@@ -1,6 +1,7 @@
 """Mining at scale without the teacher: synthetic vectors in a real embedding cache.
 
     python benchmarks/scale.py --passages 1000000 [--queries N] [--indexes flat,ivf,hnsw]
+    python benchmarks/scale.py --passages 200000 --indexes flat --edit 0.05 [--recall-sample 0]
 
 Builds a corpus of N synthetic passages and a retrieval task with one query per passage
 (its positive) through the real build stages (a JSONL files source), then writes the
@@ -13,8 +14,15 @@ noise (cosine about 0.8 to it), so the positive-aware threshold has work to do. 
 runs for real and finds every text cached: loading, index, search, selection, writing,
 report. Per index kind it prints the time between the mine's log lines (its stages) and
 the peak PSS of the process tree (benchmarks/mine_memory.py's sampler); and the recall@depth
-of IVF and HNSW against flat on a sample of queries. A benchmark, not a test: record the
-figures and the machine in docs/benchmarks.md.
+of IVF and HNSW against flat on a sample of queries.
+
+``--edit F`` then edits the source as a weekly refresh would: 3F of the passages change
+text, F/5 are deleted, F/5 are added (``--edit 0.05``: 3%, 1%, 1%), rebuilds the corpus and
+the task, caches synthetic vectors for the new texts (the same centres), and times the
+re-mine of the flat run (which updates stored candidate lists, pipelines/mine/lists.py)
+against a ``--no-reuse`` mine of the same data, whose negatives and rejections it checks
+equal row for row. A benchmark, not a test: record the figures and the machine in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -78,24 +86,32 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def fill_cache(catalog: Catalog, dim: int, clusters: int, seed: int) -> int:
-    """The teacher's cache, holding a vector for every text the mine will ask for."""
+    """The teacher's cache, holding a vector for every text the mine will ask for: those it
+    lacks are made (all of them, the first time; after an edit, the new texts')."""
     teacher = resolve_teacher(TeacherSpec())
     corpus = catalog.read_table("corpus", "bench", columns=["doc_id", "text"])
     examples = catalog.read_table("examples", "bench", columns=["query", "positive_ids"])
+    cache = EmbeddingCache(catalog, teacher.cache_name, dim=dim, config={**teacher.provenance(), "synthetic": True})
+    known = cache.known_keys() if catalog.latest("embeddings", teacher.cache_name) else set()
+    doc_keys = [cache_key(t) for t in corpus.column("text").to_pylist()]
+    fresh_docs = np.array([k not in known for k in doc_keys])
     rng = np.random.default_rng(seed)
-    doc_vectors = unit(rng.standard_normal((corpus.num_rows, dim), dtype=np.float32))
-    if clusters:
-        centres = unit(rng.standard_normal((clusters, dim), dtype=np.float32))
-        doc_vectors = unit(centres[rng.integers(0, clusters, corpus.num_rows)] + doc_vectors)
+    centres = unit(np.random.default_rng(seed + 1).standard_normal((max(clusters, 1), dim), dtype=np.float32))
+    doc_vectors = np.zeros((corpus.num_rows, dim), np.float32)
+    noise = unit(rng.standard_normal((int(fresh_docs.sum()), dim), dtype=np.float32))
+    doc_vectors[fresh_docs] = unit(centres[rng.integers(0, clusters, len(noise))] + noise) if clusters else noise
+    if (~fresh_docs).any():
+        doc_vectors[~fresh_docs] = cache.load([k for k, f in zip(doc_keys, fresh_docs) if not f])
     row_of = {d: i for i, d in enumerate(corpus.column("doc_id").to_pylist())}
-    positives = np.array([row_of[p[0]] for p in examples.column("positive_ids").to_pylist()])
+    query_keys = [cache_key(q) for q in examples.column("query").to_pylist()]
+    fresh_queries = np.array([k not in known for k in query_keys], dtype=bool)
+    positives = np.array([row_of[p[0]] for p in examples.column("positive_ids").to_pylist()])[fresh_queries]
     noise = unit(rng.standard_normal((len(positives), dim), dtype=np.float32))
     query_vectors = unit(doc_vectors[positives] + 0.75 * noise)
-    keys = [cache_key(t) for t in corpus.column("text").to_pylist()] + [cache_key(q) for q in examples.column("query").to_pylist()]
-    vectors = np.concatenate([doc_vectors, query_vectors])
+    keys = [k for k, f in zip(doc_keys, fresh_docs) if f] + [k for k, f in zip(query_keys, fresh_queries) if f]
+    vectors = np.concatenate([doc_vectors[fresh_docs], query_vectors])
     keys, first = np.unique(np.array(keys), return_index=True)  # a text shared by two rows is one entry
     vectors = vectors[first]
-    cache = EmbeddingCache(catalog, teacher.cache_name, dim=dim, config={**teacher.provenance(), "synthetic": True})
 
     def stage(writer) -> int:
         for i in range(0, len(keys), WRITE_ROWS):
@@ -131,6 +147,71 @@ def recall(catalog: Catalog, kinds: list[str], sample: int, seed: int) -> tuple[
     return out, flat_s, len(picked)
 
 
+def edit_source(root: str, n: int, fraction: float, seed: int) -> dict[str, int]:
+    """Rewrite the source as an edit of ``fraction`` of it: 3/5 changed, 1/5 deleted, 1/5 added."""
+    rng = np.random.default_rng(seed + 2)
+    roll = rng.random(n)
+    changed, deleted = roll < 0.6 * fraction, (roll >= 0.6 * fraction) & (roll < 0.8 * fraction)
+    added = int(round(0.2 * fraction * n))
+    path = os.path.join(root, "passages.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for i in list(np.flatnonzero(~deleted)) + list(range(n, n + added)):
+            text = f"Synthetic passage number {i}, about topic {i % 97}." + (" Edited this week." if i < n and
+                                                                             changed[i] else "")
+            f.write(json.dumps({"title": f"Passage {i}", "text": text,
+                                "description": f"What does synthetic passage {i} say?"}) + "\n")
+    return {"changed": int(changed.sum()), "deleted": int(deleted.sum()), "added": added}
+
+
+def timed_mine(catalog: Catalog, cfg: MineConfig):
+    """A mine with its seconds, peak PSS and log lines (its stages)."""
+    with Sampler() as sampler:
+        timeline = Timeline(sampler)
+        logging.getLogger("quarry").addHandler(timeline)
+        t = time.perf_counter()
+        result = mine(cfg, catalog)
+        seconds = time.perf_counter() - t
+        logging.getLogger("quarry").removeHandler(timeline)
+    return result, seconds, sampler, timeline
+
+
+def same_rows(catalog: Catalog, a: str, b: str) -> bool:
+    """negatives and rejections of ``a`` and ``b`` equal row for row (run ids aside)."""
+    for kind, rank in (("negatives", "neg_rank"), ("rejections", "cand_rank")):
+        tables = []
+        for name in (a, b):
+            t = catalog.read_table(kind, name).drop_columns(["run_id"])
+            tables.append(t.sort_by([("task", "ascending"), ("example_id", "ascending"), (rank, "ascending")]))
+        if not tables[0].equals(tables[1]):
+            return False
+    return True
+
+
+def run_edit(catalog: Catalog, root: str, args, cold_seconds: float) -> None:
+    edit = edit_source(root, args.passages, args.edit, args.seed)
+    t = time.perf_counter()
+    build_inputs(catalog, None, SourceConfig(kind="files", paths=[os.path.join(root, "passages.jsonl")],
+                                             columns={"description": "description"}))
+    rebuilt = time.perf_counter() - t
+    added = fill_cache(catalog, args.dim, args.clusters, args.seed)
+    print(f"\nedit: {edit}; corpus and task rebuilt in {rebuilt:.1f} s; {added} new synthetic vectors cached", flush=True)
+    rows = {}
+    for name, label, reuse in (("bench-flat", "re-mine (stored lists)", True),
+                               ("bench-reference", "--no-reuse reference", False)):
+        _, seconds, sampler, timeline = timed_mine(catalog, MineConfig(examples="bench", name=name, depth=DEPTH,
+                                                                       reuse=reuse))
+        rows[label] = (seconds, sampler.total_peak_pss)
+        print(f"\n{label}: {seconds:.1f} s, peak PSS {sampler.total_peak_pss / GIB:.2f} GiB")
+        for gap, line in timeline.lines:
+            print(f"  {gap:8.1f} s  then: {line}")
+    equal = same_rows(catalog, "bench-flat", "bench-reference")
+    print("\n| step | seconds | of the cold mine | peak PSS |\n|---|---:|---:|---:|")
+    print(f"| cold mine | {cold_seconds:.1f} | 1.00 | - |")
+    for label, (seconds, peak) in rows.items():
+        print(f"| {label} | {seconds:.1f} | {seconds / cold_seconds:.3f} | {peak / GIB:.2f} GiB |")
+    print(f"re-mine negatives and rejections equal the --no-reuse reference: {equal}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=100_000)
@@ -139,6 +220,8 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=1000, help="centres the passages gather around; 0: none")
     parser.add_argument("--recall-sample", type=int, default=2000, help="queries recall is measured on; 0: skip it")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--edit", type=float, help="after the cold mines, edit this fraction of the source and "
+                                                     "time the flat re-mine against --no-reuse (e.g. 0.05)")
     args = parser.parse_args()
     kinds = args.indexes.split(",")
 
@@ -157,14 +240,8 @@ def main() -> None:
     logging.getLogger("quarry").setLevel(logging.INFO)
     results = {}
     for kind in kinds:
-        with Sampler() as sampler:
-            timeline = Timeline(sampler)
-            logging.getLogger("quarry").addHandler(timeline)
-            t = time.perf_counter()
-            result = mine(MineConfig(examples="bench", name=f"bench-{kind}", depth=DEPTH, index=IndexConfig(kind=kind),
-                                     reuse=False), catalog)
-            seconds = time.perf_counter() - t
-            logging.getLogger("quarry").removeHandler(timeline)
+        result, seconds, sampler, timeline = timed_mine(catalog, MineConfig(
+            examples="bench", name=f"bench-{kind}", depth=DEPTH, index=IndexConfig(kind=kind), reuse=False))
         results[kind] = (seconds, sampler.total_peak_pss, sampler.stage_at_peak, result.negatives.num_rows)
         print(f"\n{kind}: {seconds:.1f} s, peak PSS {sampler.total_peak_pss / GIB:.2f} GiB during: {sampler.stage_at_peak}")
         for gap, line in timeline.lines:
@@ -189,6 +266,8 @@ def main() -> None:
         queries = catalog.manifest("examples", "bench").num_rows
         print(f"flat search of the {sampled} sampled queries over {args.passages} passages: {flat_s:.1f} s; "
               f"all {queries} queries at that rate: {flat_s * queries / sampled:.0f} s (the search alone)")
+    if args.edit:
+        run_edit(catalog, root, args, results["flat"][0])
 
 
 if __name__ == "__main__":

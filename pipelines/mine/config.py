@@ -54,6 +54,9 @@ class MineConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)  # retrieval tasks
     class_selection: SelectionConfig = field(default_factory=lambda: SelectionConfig(strategy=CLASS_STRATEGY))
     depth: int = 50  # teacher top-k searched per query
+    # Candidates stored per query beyond depth (pipelines.mine.lists), so that a re-mine can
+    # update a list in place when documents it held leave or change.
+    list_extra: int = 16
     index: IndexConfig = field(default_factory=IndexConfig)
     batch_size: int = 64  # most texts per teacher forward pass
     max_batch_tokens: int | None = None  # padded tokens per pass; None: the device default, 0: off
@@ -69,6 +72,8 @@ class MineConfig:
         validate_name(self.examples)
         if self.name:
             validate_name(self.name)
+        if self.list_extra < 0:
+            raise ConfigError("list_extra", f"must be 0 or more, got {self.list_extra}")
         for name in ("depth", "batch_size", "chunk_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")

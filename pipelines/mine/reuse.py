@@ -33,6 +33,7 @@ from storage.writer import jsonable
 log = logging.getLogger("quarry")
 
 KIND = "searched"
+LISTS = "candidates"  # pipelines.mine.lists.KIND
 EXAMPLE_COLUMNS = ["task", "example_id", "instruction", "query", "positive_ids", "label"]
 
 
@@ -52,6 +53,7 @@ class Previous:
     searched: dict[tuple[str, str], tuple[int, float]]  # (task, example_id) -> (depth, k-th score)
     examples: pa.Table  # EXAMPLE_COLUMNS of the examples version it mined
     corpus: Manifest | None  # the corpus version it searched
+    lists: pa.Table | None = None  # its candidate lists (pipelines.mine.lists); None: it kept none
 
     @property
     def version(self) -> str:
@@ -78,6 +80,8 @@ def load_previous(cfg: MineConfig, teacher: ResolvedTeacher, catalog: Catalog) -
         why = "its rows predate source ids"
     elif "neg_judge_score" not in m.arrow().names:
         why = "its rows predate the judge's columns"
+    elif not companion_version(m, LISTS):
+        why = "it kept no candidate lists (its scores predate canonical scoring)"
     if why:
         log.info("mine: searching every query, not reusing negatives/%s %s: %s", name, version, why)
         return None
@@ -88,7 +92,9 @@ def load_previous(cfg: MineConfig, teacher: ResolvedTeacher, catalog: Catalog) -
     examples = catalog.read_table("examples", inputs["examples"].name, inputs["examples"].version,
                                   columns=EXAMPLE_COLUMNS)
     corpus = catalog.manifest("corpus", inputs["corpus"].name, inputs["corpus"].version) if "corpus" in inputs else None
-    return Previous(negatives=m, searched=record, examples=examples, corpus=corpus)
+    lists_version = companion_version(m, LISTS)
+    lists = catalog.read_table(LISTS, name, lists_version) if lists_version else None
+    return Previous(negatives=m, searched=record, examples=examples, corpus=corpus, lists=lists)
 
 
 @dataclass
@@ -98,6 +104,7 @@ class PoolChange:
     changed_ids: set[str]  # left, joined or changed: a positive among them changes the query's facts
     left_texts: list[str]
     joined_positions: list[int]  # positions in the current pool
+    old_to_new: np.ndarray  # previous pool position -> current one, -1 for a document that left or changed
 
 
 def pool_change(pool_table: pa.Table, old_ids: list[str], old_texts: list[str], old_labels: list | None) -> PoolChange:
@@ -111,7 +118,9 @@ def pool_change(pool_table: pa.Table, old_ids: list[str], old_texts: list[str], 
     changed = {i for i in before if now.get(i) != before[i]} | {i for i in now if i not in before}
     left = [before[i][0] for i in before if i in changed]
     joined = [p for p, i in enumerate(now_ids) if i in changed]
-    return PoolChange(changed_ids=changed, left_texts=left, joined_positions=joined)
+    now_position = {i: p for p, i in enumerate(now_ids)}
+    old_to_new = np.array([-1 if i in changed else now_position.get(i, -1) for i in old_ids], dtype=np.int64)
+    return PoolChange(changed_ids=changed, left_texts=left, joined_positions=joined, old_to_new=old_to_new)
 
 
 def previous_pool(previous: Previous, plan: TaskPlan, catalog: Catalog) -> tuple[list[str], list[str], list | None]:
@@ -133,6 +142,7 @@ class ReachInputs:
     facts_changed: np.ndarray  # per query: its text, positives or label changed, or a same-text query's did
     left: np.ndarray  # previous vectors of the pool's documents that left or changed text
     joined_positions: list[int]  # positions in the current pool of the documents that joined or changed
+    old_to_new: np.ndarray  # previous pool position -> current one (-1: left or changed)
 
 
 def reach_inputs(previous: Previous, cfg: MineConfig, catalog: Catalog, cache: EmbeddingCache,
@@ -189,7 +199,7 @@ def reach_inputs(previous: Previous, cfg: MineConfig, catalog: Catalog, cache: E
             if normalized_query_key(r["query"]) in touched_texts:
                 facts[i] = True
         out[task] = ReachInputs(previous_kth=kth, facts_changed=facts, left=left_vectors[plan.pool],
-                                joined_positions=change.joined_positions)
+                                joined_positions=change.joined_positions, old_to_new=change.old_to_new)
     return out
 
 

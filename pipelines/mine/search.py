@@ -9,7 +9,6 @@ driver, task by task, with one index per pool.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -24,14 +23,24 @@ from miners.index import Searcher
 from miners.report import TaskInfo
 from miners.select import normalized_query_key
 from miners.teacher import ResolvedTeacher, cache_key, resolve_teacher
-from pipelines.inputs import choose_tasks, examples_corpus, tasks_in
-from pipelines.mine.config import CORPUS_POOL, MineConfig, TaskPlan, plan_task
+from pipelines.inputs import choose_tasks, tasks_in
+from pipelines.mine.config import MineConfig, TaskPlan, plan_task
 from pipelines.mine.judge import Judged, judge_candidates, resolve_judge
+from pipelines.mine.lists import (
+    PathCounts,
+    StoredTask,
+    candidates_for,
+    id_ranks,
+    kept_lists,
+    lists_table,
+    stored_task,
+)
+from pipelines.mine.pools import Pool, pools_for, read_with_nulls
 from pipelines.mine.reuse import Previous, load_previous, reach_inputs, search_masks
 from pipelines.mine.texts import PoolTexts
 from pipelines.runtime.encoding import embed_missing, encoder_shape
 from pipelines.runtime.local_ray import ensure_ray
-from storage import Catalog, InputError, InputRef, Manifest
+from storage import Catalog, InputError, InputRef
 from storage.schemas import MINABLE_TYPES
 
 log = logging.getLogger("quarry")
@@ -57,19 +66,6 @@ EXAMPLE_COLUMNS = ["task", "task_type", "example_id", "source_id", "instruction"
 
 
 @dataclass
-class Pool:
-    """Candidates of one search: corpus documents, or a class task's own examples."""
-
-    name: str
-    table: pa.Table  # id, text, hash, label, source_id
-    vectors: np.ndarray | None = None
-
-    @functools.cached_property
-    def position(self) -> dict[str, int]:
-        return {x: i for i, x in enumerate(self.table.column("id").to_pylist())}
-
-
-@dataclass
 class SearchResult:
     """Everything selection and the writers need, after embedding and search."""
 
@@ -85,6 +81,8 @@ class SearchResult:
     carried: dict[str, list[str]] = field(default_factory=dict)  # task -> example ids not searched again
     judge: str | None = None  # the judge whose scores selection reads, as the rows name it
     judge_stats: EmbedStats | None = None
+    lists: pa.Table | None = None  # candidates/<name> (pipelines.mine.lists)
+    paths: PathCounts | None = None
 
     @property
     def carried_count(self) -> int:
@@ -104,7 +102,7 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     plans = {task: plan_task(cfg, task, task_type) for task, task_type in chosen.items()}
     inputs = [ex_m.input_ref()]
     task_rows = {task: examples.filter(pc.equal(examples.column("task"), task)) for task in plans}
-    pools = _pools(plans, task_rows, catalog, ex_m, inputs)
+    pools = pools_for(plans, task_rows, catalog, ex_m, inputs)
     query_strings = {task: [cfg.query_string(ins, q) for ins, q in zip(rows.column("instruction").to_pylist(),
                                                                         rows.column("query").to_pylist())]
                      for task, rows in task_rows.items()}
@@ -120,18 +118,20 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     masks = search_masks(embedded.reach, {task: plan.pool for task, plan in plans.items()},
                          {name: pool.vectors for name, pool in pools.items()},
                          embedded.query_vectors) if embedded.previous else None
-    queries, tasks, carried = _search_tasks(cfg, plans, pools, task_rows, embedded.query_vectors, depths, masks)
+    found = _search_tasks(cfg, plans, pools, task_rows, embedded.query_vectors, depths, masks, embedded)
+    queries, tasks, carried = found.queries, found.tasks, found.carried
     judged = _judged(cfg, judge, catalog, queries, pools, plans, task_rows, query_strings) if judge else None
     queries = judged.queries if judged else queries
     inputs += judged.inputs if judged else []
     result = SearchResult(plans=plans, pools=pools, queries=queries, tasks=tasks,
                           inputs=inputs, teacher=teacher, embed_stats=embedded.stats, cache_name=cache.name,
                           previous=embedded.previous, carried=carried if embedded.previous else {},
-                          judge=judged.label if judged else None, judge_stats=judged.stats if judged else None)
+                          judge=judged.label if judged else None, judge_stats=judged.stats if judged else None,
+                          lists=found.lists, paths=found.paths)
     if embedded.previous:
-        log.info("mine: searching %d queries again; %d keep their negatives from negatives/%s %s (the change "
-                 "cannot reach them)", result.queries.num_rows, result.carried_count, cfg.output_name,
-                 embedded.previous.version)
+        log.info("mine: %d queries reached by the change: %s; %d keep their negatives from negatives/%s %s (the "
+                 "change cannot reach them)", result.queries.num_rows, found.paths.summary(), result.carried_count,
+                 cfg.output_name, embedded.previous.version)
     return result
 
 
@@ -148,26 +148,6 @@ def _judged(cfg: MineConfig, judge, catalog: Catalog, queries: pa.Table, pools: 
                             {task: plan.pool for task, plan in plans.items()}, strings,
                             {"batch_size": cfg.batch_size, "encoders": cfg.encoders,
                              "max_batch_tokens": cfg.max_batch_tokens, "encode_in": cfg.encode_in})
-
-
-def _pools(plans: dict[str, TaskPlan], task_rows: dict[str, pa.Table], catalog: Catalog, examples: Manifest,
-           inputs: list[InputRef]) -> dict[str, Pool]:
-    """The candidate pools the tasks search: the corpus (once), and each class task's own examples."""
-    pools: dict[str, Pool] = {}
-    for plan in plans.values():
-        if plan.pool in pools:
-            continue
-        if plan.pool == CORPUS_POOL:
-            corpus_m = examples_corpus(catalog, examples)
-            pools[CORPUS_POOL] = _corpus_pool(catalog, corpus_m)
-            inputs.append(corpus_m.input_ref())
-        else:
-            rows = task_rows[plan.task]
-            pools[plan.pool] = Pool(plan.pool, pa.table({"id": rows.column("example_id"), "text": rows.column("query"),
-                                                         "hash": rows.column("query_hash"),
-                                                         "label": rows.column("label"),
-                                                         "source_id": rows.column("source_id")}))
-    return pools
 
 
 @dataclass
@@ -216,14 +196,22 @@ def _embed(cfg: MineConfig, teacher: ResolvedTeacher, catalog: Catalog, cache: E
     return _Embedded(query_vectors, stats, previous, reach)
 
 
+@dataclass
+class _Searched:
+    queries: pa.Table  # QUERY_SCHEMA rows, numbered across tasks
+    tasks: dict[str, TaskInfo]
+    carried: dict[str, list[str]]  # task -> example ids that keep their previous negatives
+    lists: pa.Table  # candidates/<name> (pipelines.mine.lists)
+    paths: PathCounts
+
+
 def _search_tasks(cfg: MineConfig, plans: dict[str, TaskPlan], pools: dict[str, Pool],
                   task_rows: dict[str, pa.Table], q_vectors: dict[str, np.ndarray], depths: dict[str, int],
-                  masks: dict[str, np.ndarray] | None) -> tuple[pa.Table, dict[str, TaskInfo], dict[str, list[str]]]:
-    """Search task by task; each pool's index is built once, when some query needs it.
-    Returns the query rows (numbered across tasks), each task's info, and per task the
-    example ids that keep their previous negatives."""
+                  masks: dict[str, np.ndarray] | None, embedded: "_Embedded") -> _Searched:
+    """Search task by task; each pool's index is built once, when some query needs it."""
     searchers: dict[str, Searcher] = {}
-    query_tables, tasks, carried = [], {}, {}
+    ranks: dict[str, np.ndarray] = {}
+    query_tables, list_tables, tasks, carried, paths = [], [], {}, {}, PathCounts()
     for plan in plans.values():
         pool = pools[plan.pool]
         depth = depths[plan.task]
@@ -232,15 +220,41 @@ def _search_tasks(cfg: MineConfig, plans: dict[str, TaskPlan], pools: dict[str, 
         mask = masks[plan.task] if masks else np.ones(task_rows[plan.task].num_rows, dtype=bool)
         if mask.any() and pool.name not in searchers:
             searchers[pool.name] = Searcher(pool.vectors, cfg.index)
-        table, skipped, carried[plan.task] = _task_queries(plan, task_rows[plan.task], pool, q_vectors[plan.task],
-                                                           searchers.get(pool.name), depth, mask)
+        if pool.name not in ranks:
+            ranks[pool.name] = id_ranks(pool.table.column("id").to_pylist())
+        width = min(depth + cfg.list_extra, len(pool.position))
+        lists = _TaskLists(width, ranks[pool.name], *_stored(embedded, plan.task, width, task_rows[plan.task]))
+        table, skipped, carried[plan.task], listed, counts = _task_queries(
+            plan, task_rows[plan.task], pool, q_vectors[plan.task], searchers.get(pool.name), depth, mask, lists)
         query_tables.append(table)
+        list_tables.append(listed)
+        paths.add(counts)
         tasks[plan.task] = TaskInfo(task_type=plan.task_type, strategy=plan.selection.strategy, depth=depth,
                                     queries=task_rows[plan.task].num_rows, skipped=skipped)
     queries = pa.concat_tables(query_tables)
     queries = queries.set_column(queries.schema.get_field_index("query_row"), "query_row",
                                  pa.array(np.arange(queries.num_rows, dtype=np.int64)))
-    return queries, tasks, carried
+    return _Searched(queries, tasks, carried, pa.concat_tables(list_tables), paths)
+
+
+@dataclass
+class _TaskLists:
+    """What a task's search needs to keep and update candidate lists."""
+
+    width: int  # candidates listed per query: --depth + list_extra, within the pool
+    id_rank: np.ndarray
+    stored: StoredTask | None  # the previous run's lists, moved to this pool
+    facts_changed: np.ndarray | None  # per example row (None: no previous run)
+
+
+def _stored(embedded: "_Embedded", task: str, width: int, rows: pa.Table) -> tuple[StoredTask | None,
+                                                                                   np.ndarray | None]:
+    reach = (embedded.reach or {}).get(task)
+    previous = embedded.previous
+    if reach is None or previous is None or previous.lists is None:
+        return None, None
+    table = previous.lists.filter(pc.equal(previous.lists.column("task"), task))
+    return stored_task(table, reach.old_to_new, reach.joined_positions, width), reach.facts_changed
 
 
 def _read_before_encoding(cfg: MineConfig, teacher: ResolvedTeacher, catalog: Catalog, cache: EmbeddingCache,
@@ -269,35 +283,15 @@ def _with_new_vectors(cache: EmbeddingCache, keys: list[str], present: np.ndarra
     return vectors
 
 
-def read_with_nulls(catalog: Catalog, manifest: Manifest, columns: list[str]) -> pa.Table:
-    """``columns`` of a version; one it was written without (a source id, in a version from
-    before they were kept) reads as nulls."""
-    have = set(manifest.arrow().names)
-    table = catalog.read_table(manifest.kind, manifest.name, manifest.version,
-                               columns=[c for c in columns if c in have])
-    for c in columns:
-        if c not in have:
-            table = table.append_column(c, pa.nulls(table.num_rows, pa.string()))
-    return table.select(columns)
-
-
-def _corpus_pool(catalog: Catalog, corpus_m) -> Pool:
-    corpus = read_with_nulls(catalog, corpus_m, ["doc_id", "text", "content_hash", "source_id"])
-    if corpus.num_rows == 0:
-        raise InputError(f"corpus/{corpus_m.name} {corpus_m.version} is empty: nothing to mine from")
-    return Pool(CORPUS_POOL, pa.table({"id": corpus.column("doc_id"), "text": corpus.column("text"),
-                                       "hash": corpus.column("content_hash"),
-                                       "label": pa.nulls(corpus.num_rows, pa.string()),
-                                       "source_id": corpus.column("source_id")}))
-
-
 def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndarray, searcher: Searcher | None,
-                  depth: int, mask: np.ndarray) -> tuple[pa.Table, dict[str, int], list[str]]:
-    """Search the task's queries that ``mask`` selects and gather the facts selection needs,
-    one row per query.
+                  depth: int, mask: np.ndarray, lists: _TaskLists
+                  ) -> tuple[pa.Table, dict[str, int], list[str], pa.Table, PathCounts]:
+    """Search the task's queries that ``mask`` selects (or update their stored lists,
+    pipelines.mine.lists) and gather the facts selection needs, one row per query.
 
-    Returns the rows, the queries left out by reason, and the example ids of the minable
-    queries the mask left out (they keep their previous negatives).
+    Returns the rows, the queries left out by reason, the example ids of the minable
+    queries the mask left out (they keep their previous negatives), every minable query's
+    candidate list and how the searched ones got theirs.
     """
     ids = rows.column("example_id").to_pylist()
     queries = rows.column("query").to_pylist()
@@ -310,13 +304,19 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
     keys = [normalized_query_key(q) for q in queries]
     for key, pos in zip(keys, positions):
         same_text[key].update(pos)
-    # The candidate columns go to Arrow straight from FAISS's arrays (below): as Python lists
-    # they cost an object per candidate, most of the driver's memory at 100k queries.
     out: dict[str, list] = {name: [] for name in QUERY_SCHEMA.names if name not in CANDIDATE_COLUMNS + ("query_row",)}
     skipped: dict[str, int] = defaultdict(int)
     todo = [i for i in range(len(ids)) if positions[i] and mask[i]]
-    carried = [ids[i] for i in range(len(ids)) if positions[i] and not mask[i]]
-    scores, cands = searcher.search(q_vectors[todo], depth) if todo else (None, None)
+    carried_rows = [i for i in range(len(ids)) if positions[i] and not mask[i]]
+    carried = [ids[i] for i in carried_rows]
+    facts = lists.facts_changed if lists.facts_changed is not None else np.zeros(len(ids), dtype=bool)
+    found, counts = candidates_for(q_vectors[todo], [ids[i] for i in todo], facts[todo], pool.vectors,
+                                   lists.id_rank, searcher, depth, lists.width, lists.stored)
+    cands, scores = found.top(depth)
+    listed = [lists_table(plan.task, [ids[i] for i in todo], found)]
+    if carried_rows:
+        listed.append(lists_table(plan.task, carried, kept_lists(q_vectors[carried_rows], carried, pool.vectors,
+                                                                 lists.stored, lists.width)))
     row = {i: n for n, i in enumerate(todo)}
     for i, example_id in enumerate(ids):
         if not positions[i]:
@@ -329,24 +329,33 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
         values = (plan.task, plan.task_type, example_id, source_ids[i], queries[i], labels[i], positions[i],
                   pos_scores.tolist(),
                   pool.position.get(example_id) if plan.filters_same_class else None,
-                  sorted(same_text[keys[i]] - set(positions[i])), float(scores[n][-1]))
+                  sorted(same_text[keys[i]] - set(positions[i])), float(scores[n][depth - 1]))
         for name, value in zip(out, values):
             out[name].append(value)
     if skipped.get(POSITIVE_NOT_IN_POOL, 0) == len(ids):  # .get: a defaultdict lookup would add a 0
         raise InputError(f"task {plan.task}: none of its {len(ids)} queries has a positive in the candidate pool "
                          f"({pool.name}); rebuild the tasks against this corpus")
-    # Rows were appended in ``todo`` order, which is the order of FAISS's result rows.
-    width = cands.shape[1] if todo else depth
-    sims = (positive_similarities(pool.vectors, cands, [positions[i] for i in todo])
-            if todo and plan.selection.max_positive_similarity is not None else np.empty((len(todo), 0), np.float32))
-    unjudged = list_column(np.empty((len(todo), 0), np.float32), pa.float32())  # filled by a judge, if any
-    columns = {"cand_positions": list_column(cands if todo else np.empty((0, width), np.int64), pa.int64()),
-               "cand_scores": list_column(scores if todo else np.empty((0, width), np.float32), pa.float32()),
+    # Rows were appended in ``todo`` order, the order of the candidate lists' rows.
+    table = _query_table(plan, pool, out, cands, scores, [positions[i] for i in todo])
+    return table, dict(skipped), carried, pa.concat_tables(listed), counts
+
+
+def _query_table(plan: TaskPlan, pool: Pool, out: dict[str, list], cands: np.ndarray, scores: np.ndarray,
+                 positives: list[list[int]]) -> pa.Table:
+    """The task's QUERY_SCHEMA rows: ``out``'s per-query values and the candidate columns,
+    which go to Arrow straight from the arrays (as Python lists they cost an object per
+    candidate, most of the driver's memory at 100k queries)."""
+    n = len(positives)
+    sims = (positive_similarities(pool.vectors, cands, positives)
+            if n and plan.selection.max_positive_similarity is not None else np.empty((n, 0), np.float32))
+    unjudged = list_column(np.empty((n, 0), np.float32), pa.float32())  # filled by a judge, if any
+    columns = {"cand_positions": list_column(cands.astype(np.int64), pa.int64()),
+               "cand_scores": list_column(scores.astype(np.float32), pa.float32()),
                "positive_sims": list_column(sims, pa.float32()),
                "judge_cand_scores": unjudged, "judge_positive_scores": unjudged,
-               "query_row": pa.array(np.arange(len(todo), dtype=np.int64))}  # numbered again once tasks are joined
-    return (pa.table([pa.array(out[f.name], f.type) if f.name in out else columns[f.name] for f in QUERY_SCHEMA],
-                     schema=QUERY_SCHEMA), dict(skipped), carried)
+               "query_row": pa.array(np.arange(n, dtype=np.int64))}  # numbered again once tasks are joined
+    return pa.table([pa.array(out[f.name], f.type) if f.name in out else columns[f.name] for f in QUERY_SCHEMA],
+                    schema=QUERY_SCHEMA)
 
 
 def positive_similarities(vectors: np.ndarray, cands: np.ndarray, positives: list[list[int]]) -> np.ndarray:

@@ -23,7 +23,7 @@ from miners.report import (TaskReport, TaskScores, build_report, format_report, 
 from pipelines.mine.config import MineConfig
 from pipelines.mine.drift import DriftResult, flagged, previous_run, write_drift
 from pipelines.mine.reuse import KIND as SEARCHED
-from pipelines.mine.reuse import carried_rows, version_key
+from pipelines.mine.reuse import LISTS, carried_rows, version_key
 from pipelines.mine.search import SearchResult
 from pipelines.mine.select import NEGATIVE, QUERY, REJECTED, SelectedTexts
 from pipelines.runtime.ordered_writes import block_sizes, start_ordered_writes
@@ -194,6 +194,10 @@ def _commit(cfg: MineConfig, catalog: Catalog, searched: SearchResult, parts: di
                                              searched_table(searched, mined.parts[QUERY], carried_searches),
                                              config={"built_by": "quarry mine", "run_id": run_id})
             config[version_key(SEARCHED)] = searched_m.version
+            lists_m = catalog.write_table(LISTS, name, searched.lists,
+                                          config={"built_by": "quarry mine", "run_id": run_id,
+                                                  "list_extra": cfg.list_extra})
+            config[version_key(LISTS)] = lists_m.version
             ray.get(writes[NEGATIVE])
         except BaseException:
             # Let every write task end before leaving the block discards their staging folders.
