@@ -1,14 +1,15 @@
 """Quarry mine vs sentence-transformers' mine_hard_negatives, same teacher, same settings.
 
     python benchmarks/mine_vs_sentence_transformers.py [--limit N] [--fixed-batches] [--precisions fp32,bf16]
-        [--encode-in auto,actors]
+        [--st-precisions fp32,bf16] [--encode-in auto,actors]
 
 Task: the embedded vital articles, query = description, positive = the article's text,
 candidates = every article (both tools get the same cleaned texts). Teacher: the packaged
 all-MiniLM-L6-v2. Settings: relative margin 0.05 = topk_perc_pos 0.95, 5 negatives, depth
 50, exact FAISS; each tool at its default batching (sentence-transformers: 32 texts per
 forward pass; Quarry: a padded-token budget). Runs, in this one process: (a)
-sentence-transformers at fp32, (b) Quarry cold (empty embedding cache) at each teacher
+sentence-transformers at each of ``--st-precisions`` (bf16: the model loaded in bfloat16,
+``model_kwargs={"dtype": torch.bfloat16}``, as a user who knows would run it), (b) Quarry cold (empty embedding cache) at each teacher
 precision, (c) Quarry warm (same inputs again: cache hit), and with --fixed-batches (d)
 Quarry cold with the token budget off (64 texts per pass), to show what the budget buys.
 Prints wall times, their ratios, peak memory, the per-query Jaccard overlap of the
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N articles only (quick check)")
     parser.add_argument("--negatives", type=int, default=5)
     parser.add_argument("--depth", type=int, default=50)
+    parser.add_argument("--st-precisions", default="fp32,bf16",
+                        help="sentence-transformers' precisions, the first is the reference (default %(default)s)")
     parser.add_argument("--precisions", default="fp32,bf16",
                         help="teacher precisions to mine cold at, the first is the reference (default %(default)s)")
     parser.add_argument("--encode-in", default="auto",
@@ -122,22 +125,28 @@ def main() -> None:
 
     # (a) sentence-transformers, model load included.
     import datasets
+    import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
     from storage import resolve_packaged
 
-    with PeakRSS(tree=False) as st_mem:
-        t = time.perf_counter()
-        model = SentenceTransformer(resolve_packaged(TeacherSpec().teacher), device="cpu")
-        st_out = mine_hard_negatives(
-            datasets.Dataset.from_dict({"query": anchors, "positive": positives}), model,
-            corpus=[r["text"] for r in corpus], range_max=args.depth, relative_margin=0.05,
-            num_negatives=args.negatives, sampling_strategy="top", use_faiss=True,
-            output_format="n-tuple", verbose=False)  # batch_size: its default, 32
-        st_time = time.perf_counter() - t
-    print(f"sentence-transformers: {st_time:.1f} s", flush=True)
-    del model
+    st_runs = {}
+    for precision in args.st_precisions.split(","):
+        kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
+        with PeakRSS(tree=False) as mem:
+            t = time.perf_counter()
+            model = SentenceTransformer(resolve_packaged(TeacherSpec().teacher), device="cpu", model_kwargs=kwargs)
+            out = mine_hard_negatives(
+                datasets.Dataset.from_dict({"query": anchors, "positive": positives}), model,
+                corpus=[r["text"] for r in corpus], range_max=args.depth, relative_margin=0.05,
+                num_negatives=args.negatives, sampling_strategy="top", use_faiss=True,
+                output_format="n-tuple", verbose=False)  # batch_size: its default, 32
+            st_runs[precision] = (time.perf_counter() - t, mem, out)
+        print(f"sentence-transformers {precision}: {st_runs[precision][0]:.1f} s", flush=True)
+        del model
+    st_precisions = list(st_runs)
+    st_time, _, st_out = st_runs[st_precisions[0]]
 
     # (b) Quarry cold at each precision: each has its own cache (the precision is in its key)
     # and its own negatives name (so no run reuses another's searches); (c) warm and deep
@@ -193,7 +202,11 @@ def main() -> None:
         print(f"quarry cold, token budget off (64 texts per pass): {fixed:.1f} s", flush=True)
 
     neg_cols = [c for c in st_out.column_names if c.startswith("negative")]
-    st_sets = {(r["query"], r["positive"]): {r[c] for c in neg_cols} for r in st_out}
+
+    def st_sets_of(out) -> dict:
+        return {(r["query"], r["positive"]): {r[c] for c in neg_cols} for r in out}
+
+    st_sets = st_sets_of(st_out)
     overlap = {label: compare(catalog, runs[label][2], examples, text_of, anchors, st_sets, args.negatives)
                for label in (f"cold {precisions[-1]}", "deep")}
     reference = f"cold {precisions[0]}"
@@ -204,11 +217,21 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
           f"Python {platform.python_version()}")
     print(f"{'run':28} {'seconds':>8} {'ratio':>7} {'peak RSS':>10}")
-    print(f"{'sentence-transformers':28} {st_s:8.1f} {1.0:7.2f} {st_mem.peak / 2**30:8.2f} GiB  (this process)")
+    for precision, (seconds, mem, out) in st_runs.items():
+        sets = st_sets_of(out)
+        keys = sorted(set(st_sets) | set(sets))
+        jaccard = sum(len(st_sets.get(k, set()) & sets.get(k, set())) / max(1, len(st_sets.get(k, set())
+                                                                                | sets.get(k, set())))
+                      for k in keys) / len(keys)
+        same = f"; its negatives vs ST {st_precisions[0]}: mean Jaccard {jaccard:.4f}" if precision != st_precisions[0] \
+            else ""
+        print(f"{'sentence-transformers ' + precision:28} {seconds:8.1f} {seconds / st_s:7.2f} "
+              f"{mem.peak / 2**30:8.2f} GiB  (this process){same}")
     for p in precisions:
         cold_s, cold_mem, _ = runs[f"cold {p}"]
+        same = f"; against ST at {p}: {cold_s / st_runs[p][0]:.2f}" if p in st_runs else ""
         print(f"{'quarry mine, cold, ' + p:28} {cold_s:8.1f} {cold_s / st_s:7.2f} {cold_mem.peak / 2**30:8.2f} GiB  "
-              f"(process tree: driver + Ray); teacher nDCG@10 {ndcg[p]:.4f}")
+              f"(process tree: driver + Ray); teacher nDCG@10 {ndcg[p]:.4f}{same}")
     for placement, (seconds, mem) in elsewhere.items():
         print(f"{'quarry cold, ' + precisions[-1] + ', ' + placement:28} {seconds:8.1f} {seconds / st_s:7.2f} "
               f"{mem.peak / 2**30:8.2f} GiB  (--encode-in {placement})")
