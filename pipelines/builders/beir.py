@@ -17,9 +17,12 @@ import glob
 import os
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from pipelines.builders.corpus import WikiBuildConfig, build_wiki
+from pipelines.builders.qrels import load_qrels
 from pipelines.builders.result import BuildResult
-from pipelines.builders.sources import SourceConfig
+from pipelines.builders.sources import SourceConfig, check_not_empty, parse_jsonl_batch
 from pipelines.builders.task_spec import BEIR_COLUMNS, TaskSetSpec, TaskSource, TaskSpec
 from storage import Catalog, InputError, validate_name
 from storage.schemas import RETRIEVAL
@@ -52,6 +55,16 @@ def beir_files(folder: str) -> BeirFiles:
     return BeirFiles(corpus, queries, qrels)
 
 
+def check_queries_and_qrels(files: BeirFiles) -> None:
+    """Parse the queries and qrels once before the corpus is committed: a bad line in either
+    is then a one-line error that leaves nothing behind, rather than a corpus without its task."""
+    check_not_empty([files.queries])
+    with open(files.queries, "rb") as f:
+        parse_jsonl_batch(pa.table({"path": [files.queries], "bytes": [f.read()]}), dict(BEIR_COLUMNS),
+                          {BEIR_COLUMNS["query"]})
+    load_qrels(list(files.qrels))
+
+
 @dataclass(frozen=True)
 class BeirBuildConfig:
     folder: str  # the BEIR folder
@@ -77,6 +90,7 @@ def build_beir(cfg: BeirBuildConfig, catalog: Catalog) -> list[BuildResult]:
     )
 
     files = beir_files(cfg.folder)  # a folder that is not BEIR's stops here, before Ray
+    check_queries_and_qrels(files)
     corpus = build_wiki(WikiBuildConfig(
         name=cfg.name, title_in_text=True,
         source=SourceConfig(kind="files", paths=[files.corpus], columns={"id": "_id"}, label=f"beir:{cfg.name}")),

@@ -107,6 +107,16 @@ def _beir_without_corpus(tmp_path) -> str:
     return str(folder)
 
 
+def _beir_with(tmp_path, queries: str, qrels: str) -> str:
+    """A BEIR folder whose corpus is good and whose queries or qrels are not."""
+    folder = tmp_path / "bad-beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "title": "Cats", "text": "Cats purr."}\n')
+    (folder / "queries.jsonl").write_text(queries)
+    (folder / "qrels" / "test.tsv").write_text(qrels)
+    return str(folder)
+
+
 BAD = [
     (lambda t: ["build", "wiki", "--source", "files", "--path", _write(t / "empty.jsonl", "")],
      "error: {t}/empty.jsonl: the file is empty"),
@@ -116,6 +126,12 @@ BAD = [
      "error: duplicate source id 'd1': two rows have it (titled 'A' and 'B'); each document needs an id of its own"),
     (lambda t: ["build", "beir", _beir_without_corpus(t), "--name", "x"],
      "error: {t}/nocorpus: not a BEIR folder: it has no corpus.jsonl"),
+    # the corpus is good: the bad qrels or queries line must stop the build before it is committed
+    (lambda t: ["build", "beir", _beir_with(t, '{"_id": "q1", "text": "purr"}\n', "query-id\tcorpus-id\tscore\nq1\td1\n"),
+                "--name", "b"],
+     "error: {t}/bad-beir/qrels/test.tsv:2: expected 3 tab-separated fields (query-id, corpus-id, score), got 2"),
+    (lambda t: ["build", "beir", _beir_with(t, '{"_id": "q1", "text": 5}\n', "q1\td1\t1\n"), "--name", "b"],
+     "error: {t}/bad-beir/queries.jsonl:1: field 'text' must be a string, got int"),
     (lambda t: ["build", "tasks", "--spec", _qrels_spec(t, "q1\td1\n")],
      "error: {t}/qrels.tsv:1: expected 3 tab-separated fields (query-id, corpus-id, score), got 2"),
     (lambda t: ["build", "tasks", "--spec", _qrels_spec(t, "query-id\tcorpus-id\tscore\nq1\td1\tvery\n")],
@@ -138,6 +154,7 @@ def _qrels_spec(tmp_path, qrels: str) -> str:
 
 
 @pytest.mark.parametrize("argv, expected", BAD, ids=["empty file", "duplicate source id", "beir without corpus",
+                                                     "beir qrels line of 2 fields", "beir query not a string",
                                                      "qrels line of 2 fields", "non-numeric score",
                                                      "qrels naming no query or document"])
 def test_bad_user_data_is_one_line_and_commits_nothing(files, capsys, argv, expected):
