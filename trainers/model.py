@@ -28,7 +28,7 @@ from storage.packaged import check_folder_or_hub_id
 from trainers.config import LoraSettings, PoolingConfig
 from trainers.loss import prefix
 from trainers.pooling import Pooler
-from trainers.st_files import load_head_weights, write_files
+from trainers.st_files import load_head_weights, takes_pooling_layer, write_files
 from trainers.tokenization import CONVENTIONS, QUARRY, SENTENCE_TRANSFORMERS, input_encoder, pad_pairs
 
 log = logging.getLogger("quarry")
@@ -137,7 +137,7 @@ def _load_backbone(path: str, bidirectional: bool, attn_implementation: str, dty
               "revision": revision}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    if os.path.isfile(os.path.join(path, CONFIG_NAME)) and _takes_pooling_layer(config):
+    if os.path.isfile(os.path.join(path, CONFIG_NAME)) and takes_pooling_layer(config):
         # A model Quarry saved has no [CLS] pooler (removed below before it was saved): build
         # none, rather than one whose weights transformers reports as missing.
         kwargs["add_pooling_layer"] = False
@@ -162,19 +162,6 @@ def with_lora(backbone: nn.Module, lora: LoraSettings, is_decoder: bool) -> nn.M
         raise ValueError("none of the LoRA target modules exist in this backbone; give lora.targets")
     return get_peft_model(backbone, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                                target_modules=targets))
-
-
-def _takes_pooling_layer(config) -> bool:
-    """Whether the AutoModel class for ``config`` has BERT's ``add_pooling_layer`` switch."""
-    import inspect
-
-    from transformers import MODEL_MAPPING
-
-    try:
-        model_class = MODEL_MAPPING[type(config)]
-    except KeyError:  # a trust_remote_code model: leave it as it is
-        return False
-    return "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
 
 
 def _loading(path: str, load, *args, **kwargs):

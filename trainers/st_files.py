@@ -124,8 +124,7 @@ def _reload_differs(out_dir: str, model) -> str:
 
 
 def _write_standard(out_dir: str, model) -> list[dict]:
-    _write_json(os.path.join(out_dir, "sentence_bert_config.json"),
-                {"max_seq_length": model.config.max_length, "do_lower_case": False})
+    _write_json(os.path.join(out_dir, "sentence_bert_config.json"), _transformer_settings(model))
     mode = ST_POOLING[model.config.pooling.mode]
     pooling = {f"pooling_mode_{m}": m == mode for m in ("cls_token", "mean_tokens", "max_tokens",
                                                       "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")}
@@ -139,8 +138,7 @@ def _write_standard(out_dir: str, model) -> list[dict]:
 
 
 def _write_latent(out_dir: str, model) -> list[dict]:
-    _write_json(os.path.join(out_dir, "sentence_bert_config.json"),
-                {"max_seq_length": model.config.max_length, "do_lower_case": False})
+    _write_json(os.path.join(out_dir, "sentence_bert_config.json"), _transformer_settings(model))
     shutil.copyfile(latent_attention.__file__, os.path.join(out_dir, HEAD_FILE))
     cfg = model.config.pooling
     head = latent_attention.LatentAttentionHead(model.pooler_dim(), cfg.num_latents, cfg.num_heads, cfg.mlp_mult)
@@ -149,6 +147,29 @@ def _write_latent(out_dir: str, model) -> list[dict]:
     head.save(os.path.join(out_dir, HEAD_DIR))
     return [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
             {"idx": 1, "name": "1", "path": HEAD_DIR, "type": HEAD_TYPE}]
+
+
+def _transformer_settings(model) -> dict:
+    """sentence-transformers' ``Transformer`` settings. A BERT-style backbone is saved without
+    its [CLS] pooler (Quarry never uses it), so the loader is told to build none; otherwise
+    transformers would initialise one at random and report its weights missing."""
+    settings = {"max_seq_length": model.config.max_length, "do_lower_case": False}
+    if takes_pooling_layer(model.backbone.config):
+        settings["model_args"] = {"add_pooling_layer": False}  # the key every sentence-transformers reads
+    return settings
+
+
+def takes_pooling_layer(config) -> bool:
+    """Whether the AutoModel class for ``config`` has BERT's ``add_pooling_layer`` switch."""
+    import inspect
+
+    from transformers import MODEL_MAPPING
+
+    try:
+        model_class = MODEL_MAPPING[type(config)]
+    except KeyError:  # a trust_remote_code model: leave it as it is
+        return False
+    return "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
 
 
 def _write_json(path: str, value) -> None:

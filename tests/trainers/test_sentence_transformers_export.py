@@ -70,7 +70,10 @@ def test_standard_pooling_names_only_sentence_transformers_modules(tmp_path):
     assert pooling["pooling_mode_mean_tokens"] and pooling["include_prompt"] is False
     assert json.loads((tmp_path / "config_sentence_transformers.json").read_text())["prompts"] == {
         "t-query": INSTRUCTION}
-    assert SentenceTransformer(str(tmp_path), device="cpu").max_seq_length == 32  # no trust_remote_code
+    loaded = SentenceTransformer(str(tmp_path), device="cpu")  # no trust_remote_code
+    assert loaded.max_seq_length == 32
+    # the [CLS] pooler Quarry leaves out is not rebuilt at random (and reported missing) either
+    assert loaded[0].auto_model.pooler is None
 
 
 def test_latent_attention_carries_the_code_quarry_runs(tmp_path):
