@@ -219,7 +219,7 @@ def main() -> None:
     if not args.fresh_process:
         ensure_ray()
     cfg = MineConfig(examples="bench", depth=50, teacher=TeacherSpec(precision=args.precision),
-                     selection=SelectionConfig(strategy="topk_perc_pos", margin=0.95, num_negatives=5),
+                     selection=SelectionConfig(strategy="topk_perc_pos", margin=0.95, num_negatives=5, confident_within=None),
                      class_selection=SelectionConfig(strategy="topk", num_negatives=5))
     with Sampler() as sampler:
         if args.fresh_process:

@@ -152,7 +152,8 @@ def main() -> None:
     # and its own negatives name (so no run reuses another's searches); (c) warm and deep
     # from the cache at the last precision.
     precisions = args.precisions.split(",")
-    selection = SelectionConfig(strategy="topk_perc_pos", margin=0.95, num_negatives=args.negatives)
+    selection = SelectionConfig(strategy="topk_perc_pos", margin=0.95, num_negatives=args.negatives,
+                                confident_within=None)  # the threshold on every query, as sentence-transformers
     class_selection = SelectionConfig(strategy="topk", num_negatives=args.negatives)
 
     def config(name: str, precision: str, depth: int) -> MineConfig:

@@ -16,11 +16,11 @@ differ:
 |-----|---------------------|
 | a   | none: in-batch negatives only (no teacher) |
 | b   | naive top-k from the teacher: only the query's own positive (and its text) removed |
-| c   | Quarry's positive-aware default: topk_perc_pos 0.95 + the same-text cross-positive filter |
+| c   | NV-Retriever's positive-aware rule on every query: topk_perc_pos 0.95 + the same-text cross-positive filter |
 | d   | as c, then k drawn at random from the first 10 eligible (NV-Retriever's sampled top-k) |
 | e   | as c, the threshold on MPNet's scores: MPNet judges the teacher's candidates (``--judge``) |
-| f   | top-k + cross-positive filter + drop candidates above 0.9 teacher similarity to the positive document |
-| g   | as c, but the threshold only where the teacher ranks the positive first (confident_within 1) |
+| f   | top-k + cross-positive filter + drop candidates above 0.8 teacher similarity to the positive document |
+| g   | as c, but the threshold only where the teacher ranks the positive first (confident_within 1): Quarry's default |
 | h   | f and g together |
 
 Pairing: ``common`` fixes one set of training queries, those every arm of every teacher
@@ -100,12 +100,16 @@ class Arm:
 ARMS = {a.key: a for a in (
     Arm("a", "(a) in-batch negatives only", None),
     Arm("b", "(b) naive top-k", {"strategy": "topk", "drop_cross_positives": False}),
-    Arm("c", "(c) perc_pos 0.95 + cross-positive filter", {}),
-    Arm("d", f"(d) c, sampled from the top {SAMPLE_WINDOW}", {"sampling": "random", "sample_window": SAMPLE_WINDOW}),
-    Arm("e", "(e) c on the scores of MPNet judging the teacher's candidates", {}, judge=PACKAGED_MPNET),
+    # c, d and e apply the threshold to every query (the default now conditions it: arm g)
+    Arm("c", "(c) perc_pos 0.95 + cross-positive filter", {"confident_within": None}),
+    Arm("d", f"(d) c, sampled from the top {SAMPLE_WINDOW}", {"sampling": "random", "sample_window": SAMPLE_WINDOW,
+                                                             "confident_within": None}),
+    Arm("e", "(e) c on the scores of MPNet judging the teacher's candidates", {"confident_within": None},
+        judge=PACKAGED_MPNET),
     Arm("f", f"(f) top-k, dropping > {POSITIVE_SIMILARITY} similarity to the positive",
         {"strategy": "topk", "max_positive_similarity": POSITIVE_SIMILARITY}),
-    Arm("g", "(g) c where the teacher ranks the positive first, else top-k", {"confident_within": CONFIDENT_WITHIN}),
+    Arm("g", "(g) c where the teacher ranks the positive first, else top-k (the default)",
+        {"confident_within": CONFIDENT_WITHIN}),
     Arm("h", "(h) f and g together", {"confident_within": CONFIDENT_WITHIN,
                                       "max_positive_similarity": POSITIVE_SIMILARITY}),
 )}

@@ -145,7 +145,7 @@ def select_batch(batch: CandidateBatch, pool: PoolCodes, cfg: SelectionConfig) -
     has_positive = batch.positive_scores.lengths > 0
     thresholds = np.full(n_queries, np.inf)
     thresholds[has_positive] = cfg.thresholds(min_positive[has_positive])
-    if cfg.confident_within is not None:
+    if cfg.conditioned_on_confidence:
         # The first candidate that is a positive (self excluded), or none: the threshold
         # applies only where it is within confident_within.
         true_positive = _in_own_list(positions, batch.positives)

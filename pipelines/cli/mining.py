@@ -21,10 +21,11 @@ def mine_config(args) -> MineConfig:
     teacher = build(TeacherSpec, "teacher", teacher=args.teacher, revision=args.revision, max_length=args.max_length,
                     precision=args.teacher_precision)
     selection = build(SelectionConfig, "selection", strategy=args.strategy, margin=args.margin,
-                      max_positive_similarity=args.max_positive_similarity, confident_within=args.confident_within,
+                      max_positive_similarity=args.max_positive_similarity,
+                      confident_within=args.confident_within or None,  # 0: every query
                       **common)
     class_selection = build(SelectionConfig, "class_selection", strategy=args.class_strategy, margin=args.class_margin,
-                            **common)
+                            confident_within=None, **common)  # a class task's positive is any of its class
     index = build(IndexConfig, "index", kind=args.index, nlist=args.nlist, nprobe=args.nprobe,
                   train_per_list=args.train_per_list)
     judge = build(JudgeSpec, "judge", model=args.judge, kind=args.judge_kind, max_length=args.judge_max_length,
@@ -127,9 +128,10 @@ def _add_selection(c: Command) -> None:
     c.option("--max-positive-similarity", "selection.max_positive_similarity", type=float,
              help="retrieval tasks: also drop a candidate whose teacher similarity to a positive document is above "
                   "this, whatever it scores for the query (a paraphrase of the positive; default off)")
-    c.option("--confident-within", "selection.confident_within", type=int,
+    c.option("--confident-within", "selection.confident_within", cls=SelectionConfig,
              help="retrieval tasks: apply --strategy's threshold only to queries whose positive the teacher ranks in "
-                  "its first N candidates; elsewhere take the top-ranked eligible (default: every query)")
+                  "its first N candidates; elsewhere take the top-ranked eligible (default %(default)s; 0: every "
+                  "query)")
     c.option("--class-strategy", "class_selection.strategy", default=default(MineConfig, "class_selection").strategy,
              choices=STRATEGIES, help="strategy for classification and clustering tasks (default %(default)s: the "
                                       "same-class filter already removes their false negatives)")

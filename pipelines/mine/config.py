@@ -52,7 +52,10 @@ class MineConfig:
     name: str | None = None  # negatives dataset (default: the examples name)
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     selection: SelectionConfig = field(default_factory=SelectionConfig)  # retrieval tasks
-    class_selection: SelectionConfig = field(default_factory=lambda: SelectionConfig(strategy=CLASS_STRATEGY))
+    # classification/clustering tasks: their positive is any example of the class, so the
+    # confidence rule (a retrieval rule) is off
+    class_selection: SelectionConfig = field(
+        default_factory=lambda: SelectionConfig(strategy=CLASS_STRATEGY, confident_within=None))
     depth: int = 50  # teacher top-k searched per query
     # Candidates stored per query beyond depth (pipelines.mine.lists), so that a re-mine can
     # update a list in place when documents it held leave or change.
@@ -129,7 +132,7 @@ def describe_selection(plans: dict[str, TaskPlan]) -> str:
             continue
         sel = chosen[0].selection
         margin = f" (margin {sel.effective_margin})" if sel.effective_margin is not None else ""
-        if sel.confident_within is not None:
+        if sel.conditioned_on_confidence:
             margin += f" where a positive ranks in the first {sel.confident_within}"
         if sel.max_positive_similarity is not None:
             margin += f", dropping candidates above {sel.max_positive_similarity} similarity to a positive"

@@ -76,6 +76,7 @@ CONFIGS += [SelectionConfig(strategy="topk_abs", margin=0.35), SelectionConfig(s
 CONFIGS += [SelectionConfig(strategy=s, max_positive_similarity=sim, confident_within=within, sampling=sampling)
             for s, sim, within, sampling in (("topk", 0.6, None, "top"), ("topk_perc_pos", 0.5, None, "random"),
                                              ("topk_perc_pos", None, 1, "top"), ("topk_perc_pos", None, 2, "top"),
+                                             ("topk_perc_pos", None, None, "top"),
                                              ("topk_margin_pos", 0.8, 3, "top"), ("topk_abs", 0.3, 2, "random"))]
 
 
@@ -162,9 +163,11 @@ def test_an_unsure_teacher_gets_no_threshold_and_a_near_copy_of_the_positive_is_
 def test_the_new_rules_are_checked_where_the_config_is_built():
     from storage import ConfigError
 
-    with pytest.raises(ConfigError, match="confident_within conditions a threshold, and strategy topk has none"):
-        SelectionConfig(strategy="topk", confident_within=3)
+    # the default conditions the threshold; a strategy without one has nothing to condition
+    assert SelectionConfig().conditioned_on_confidence
+    assert not SelectionConfig(strategy="topk", confident_within=3).conditioned_on_confidence
+    assert not SelectionConfig(confident_within=None).conditioned_on_confidence
     with pytest.raises(ConfigError, match=r"max_positive_similarity must be a cosine in \(-1, 1\], got 1.5"):
         SelectionConfig(max_positive_similarity=1.5)
-    with pytest.raises(ConfigError, match="confident_within must be at least 1, got 0"):
+    with pytest.raises(ConfigError, match=r"confident_within must be at least 1 \(or none: every query\), got 0"):
         SelectionConfig(confident_within=0)

@@ -106,11 +106,15 @@ def test_class_tasks_keep_their_own_strategy_and_take_their_own_margin():
     assert (cfg.selection.strategy, cfg.selection.margin) == ("topk_margin_pos", 0.1)
     assert (cfg.class_selection.strategy, cfg.class_selection.margin) == ("topk", None)
     plans = {t: plan_task(cfg, t, ty) for t, ty in (("r", "retrieval"), ("c", "classification"))}
-    assert describe_selection(plans) == ("retrieval tasks topk_margin_pos (margin 0.1); classification/clustering "
+    assert describe_selection(plans) == ("retrieval tasks topk_margin_pos (margin 0.1) where a positive ranks in the "
+                                         "first 1; classification/clustering "
                                          "tasks topk; the same-class filter removes their false negatives; "
                                          "7 per query, top sampling")
     args = cli.build_parser().parse_args(["mine", "--class-strategy", "topk_abs", "--class-margin", "0.5"])
     assert mine_config(args).class_selection.effective_margin == 0.5
+    assert not mine_config(args).class_selection.conditioned_on_confidence  # a retrieval-only rule
+    args = cli.build_parser().parse_args(["mine", "--confident-within", "0"])
+    assert mine_config(args).selection.confident_within is None  # 0: the threshold on every query
 
 
 def test_argparse_defaults_are_the_config_defaults():
@@ -124,7 +128,7 @@ def test_argparse_defaults_are_the_config_defaults():
     assert (args.global_batch, args.workers, args.num_negatives, args.seed, args.stage) == (
         ExportConfig.global_batch, ExportConfig.workers, ExportConfig.num_negatives, ExportConfig.seed,
         ExportConfig.training_stage)
-    assert mine.class_selection == SelectionConfig(strategy="topk")
+    assert mine.class_selection == SelectionConfig(strategy="topk", confident_within=None)
 
 
 def test_an_input_error_wrapped_by_ray_is_shown_as_itself():

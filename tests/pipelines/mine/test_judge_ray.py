@@ -13,7 +13,8 @@ from storage import PACKAGED_MINILM, Catalog, resolve_packaged
 from tests.pipelines.small_source import SMALL_COLUMNS, SMALL_SPEC, write_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
-MINE = ["mine", "--examples", "small", "--tasks", "desc", "--depth", "20"]
+# the threshold on every query, so that every row shows the judge deciding it
+MINE = ["mine", "--examples", "small", "--tasks", "desc", "--depth", "20", "--confident-within", "0"]
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_written_scores_and_thresholds_equal_the_per_query_reference_in_float32(
             "query_row": list(range(n_queries)), "positive_sims": [[]] * n_queries,
             "judge_cand_scores": [[]] * n_queries, "judge_positive_scores": [[]] * n_queries}
     queries = pa.Table.from_pydict(rows, schema=QUERY_SCHEMA)
-    cfg = SelectionConfig(num_negatives=2)
+    cfg = SelectionConfig(num_negatives=2, confident_within=None)  # every query has its threshold
     plans = {"t": TaskPlan("t", "retrieval", "corpus", cfg)}
     out = SelectNegatives({"corpus": POOL}, plans, "teacher#fp", "r")(queries)
     texts = SelectedTexts(queries=queries.column("query"),
