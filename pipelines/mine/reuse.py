@@ -69,7 +69,7 @@ def load_previous(cfg: MineConfig, teacher: ResolvedTeacher, catalog: Catalog) -
     m = catalog.manifest("negatives", name, version)
     why = None
     if cfg.index.kind != "flat":
-        why = f"a {cfg.index.kind} index is approximate: its results can move when the pool changes"
+        why = f"the {cfg.index.kind} index is approximate: its results can move when the pool changes"
     elif cfg.judge is not None:
         why = "a judge rescores the candidates, and what a change can reach is decided on the teacher's scores"
     elif {k: m.config.get(k) for k in reuse_key(cfg, teacher)} != jsonable(reuse_key(cfg, teacher)):
