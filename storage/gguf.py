@@ -11,8 +11,9 @@ serializable"), and dequantising costs half a minute at every load. So, once:
 2. transformers loads and dequantises it (float32), and the tokenizer from its metadata;
 3. the weights go into a model built from the same config with the GGUF quantisation
    record removed, which saves as plain safetensors, with the tokenizer beside it;
-4. the folder is written privately and renamed into place under an exclusive lock, so
-   concurrent first uses make one copy and a crash leaves none.
+4. the folder is written through ``build_once`` (storage/cache_folder.py): privately, then
+   renamed into place under an exclusive lock, so concurrent first uses make one copy and a
+   crash leaves none.
 
 Every path that takes a backbone (train, eval, encode, sweep-layers) then reads the folder
 like any other. Tested by tests/storage/test_gguf.py.
@@ -20,13 +21,12 @@ like any other. Tested by tests/storage/test_gguf.py.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
-import shutil
 
-from storage.archive import CHUNK, VERIFIED
+from storage.archive import CHUNK
+from storage.cache_folder import build_once, is_built
 from storage.errors import InputError, first_line
 
 log = logging.getLogger("quarry")
@@ -42,35 +42,24 @@ def sha256_of(path: str) -> str:
 
 def dequantized_folder(gguf_path: str, sha256: str, dest: str, what: str, reinstall: str) -> str:
     """``dest``, a Hugging Face folder with the dequantised weights of ``gguf_path``."""
-    if os.path.isfile(os.path.join(dest, VERIFIED)):
+    if is_built(dest):
         return dest
     if not os.path.isfile(gguf_path):
         raise InputError(f"{what}: {gguf_path} is missing: {reinstall}")
-    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-    with open(f"{dest}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.isfile(os.path.join(dest, VERIFIED)):  # another process made it while this one waited
-            return dest
+
+    def convert(partial: str) -> None:
         found = sha256_of(gguf_path)
         if found != sha256:
             raise InputError(f"{what}: {os.path.basename(gguf_path)} has sha256 {found}, not the pinned {sha256}: "
                              f"{reinstall}")
-        partial = f"{dest}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
         try:
             log.info("%s: dequantising %s once into %s", what, os.path.basename(gguf_path), dest)
             _dequantize(gguf_path, partial)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
-            shutil.rmtree(partial, ignore_errors=True)
             raise InputError(f"{what}: {os.path.basename(gguf_path)} does not load as a model: {first_line(e)}: "
                              f"{reinstall}") from None
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        open(os.path.join(partial, VERIFIED), "w").close()
-        shutil.rmtree(dest, ignore_errors=True)
-        os.rename(partial, dest)
-    return dest
+
+    return build_once(dest, convert)
 
 
 def _dequantize(gguf_path: str, out: str) -> None:

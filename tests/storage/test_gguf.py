@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from storage import InputError
-from storage.archive import VERIFIED
+from storage.cache_folder import VERIFIED
 from storage.gguf import dequantized_folder
 
 REINSTALL = "pip install --force-reinstall --no-deps tiny-gguf"
