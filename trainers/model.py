@@ -199,6 +199,10 @@ class EmbeddingModel(nn.Module):
         from transformers import AutoTokenizer
 
         saved = os.path.isfile(os.path.join(path_or_id, CONFIG_NAME))
+        if saved:
+            with open(os.path.join(path_or_id, CONFIG_NAME), encoding="utf-8") as f:
+                cfg = EmbeddingModelConfig.from_dict(json.load(f))
+            bidirectional = cfg.bidirectional  # a model saved causal (last-token, E5-style) stays causal
         backbone, is_decoder = _load_backbone(path_or_id, bidirectional, attn_implementation, dtype,
                                               trust_remote_code, revision, keep_layers, dropout)
         tokenizer = _loading(path_or_id, AutoTokenizer.from_pretrained, path_or_id, trust_remote_code=trust_remote_code,
@@ -206,8 +210,6 @@ class EmbeddingModel(nn.Module):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         if saved:
-            with open(os.path.join(path_or_id, CONFIG_NAME), encoding="utf-8") as f:
-                cfg = EmbeddingModelConfig.from_dict(json.load(f))
             if max_length:
                 cfg.max_length = max_length
             model = cls(backbone, tokenizer, cfg)

@@ -86,3 +86,17 @@ def test_every_trainable_parameter_gets_a_gradient(backbone, tiny_path):
     (emb @ emb.T).sum().backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing
+
+
+def test_a_causal_model_reloads_causal(tiny_path, tmp_path):
+    """A model trained with ``bidirectional: false`` (last-token pooling, E5-mistral's way)
+    is evaluated as saved: from_pretrained on the folder, as eval and encode call it."""
+    model = EmbeddingModel.from_pretrained(tiny_path, pooling="last_token", bidirectional=False, max_length=32)
+    model.save_pretrained(str(tmp_path))
+    again = EmbeddingModel.from_pretrained(str(tmp_path))
+    assert again.config.bidirectional is False and getattr(again.backbone.config, "is_causal", True) is not False
+    batch = again.tokenize(["the river runs to the sea", "the river runs to the lake"])
+    with torch.no_grad():
+        states = again.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    assert torch.allclose(states[0, 0], states[1, 0], atol=1e-6)  # the first token never sees the last
+    assert np.allclose(again.encode(TEXTS), model.encode(TEXTS), atol=1e-5)
