@@ -186,14 +186,18 @@ def _checkpoint(w: _Worker, metrics: dict, last: bool) -> None:
             with open(os.path.join(d, CHECKPOINT_METRICS), "w") as f:
                 json.dump(metrics, f)
         if last and w.rank == 0:
-            w.objective.before_save(w.module)
-            w.module.config.prompts = dict(w.plan.prompts)
-            w.module.config.max_length = w.cfg.saved_max_length  # training is over: set what it encodes with
-            w.plan.files.save_model(w.module, w.plan.lineage)
+            _save_final(w)
         if w.writer:
             w.writer.flush()
             w.plan.files.sync()  # the logs up to this checkpoint, beside it
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if w.rank == 0 else None)
+
+
+def _save_final(w: _Worker) -> None:
+    w.objective.before_save(w.module)
+    w.module.config.prompts = dict(w.plan.prompts)
+    w.module.config.max_length = w.cfg.saved_max_length  # training is over: set what it encodes with
+    w.plan.files.save_model(w.module, w.plan.lineage)
 
 
 def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
@@ -201,6 +205,8 @@ def run_worker(cfg: TrainConfig, plan: WorkerPlan) -> None:
     start = _restore(w)
     _open_logs(w, start)
     total = plan.total_steps
+    if start >= total and w.rank == 0:
+        _save_final(w)  # stopped between its last checkpoint and the save: the checkpoint is the end
     stop = min(total, plan.stop_after or total)
     w.model.train()
     for step in range(start, stop):

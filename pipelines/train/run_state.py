@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from storage import Catalog, DataRoot, InputError, Manifest
+from storage.published import saved_model
 from trainers.config import TrainConfig
 
 log = logging.getLogger("quarry")
@@ -45,10 +46,13 @@ def latest_checkpoint(root: DataRoot, run_dir: str) -> CheckpointRef | None:
 class RunState:
     done: int | None  # last checkpointed step, None: no checkpoint
     total: int  # the schedule's length
+    saved: bool = True  # its model is published under models/ (False: killed after the last checkpoint)
 
     @property
     def finished(self) -> bool:
-        return self.done is not None and self.done >= self.total
+        """Every step checkpointed and the model saved. A run stopped between its last
+        checkpoint and the save is not: resuming it saves the model."""
+        return self.done is not None and self.done >= self.total and self.saved
 
 
 def batches_in(cfg: TrainConfig, data: Manifest) -> int:
@@ -66,7 +70,8 @@ def batches_in(cfg: TrainConfig, data: Manifest) -> int:
 def run_state(cfg: TrainConfig, catalog: Catalog) -> RunState:
     data = catalog.manifest(cfg.data_kind, cfg.data_name)
     checkpoint = latest_checkpoint(catalog.root, catalog.root.path("runs", cfg.run_name))
-    return RunState(done=checkpoint.step if checkpoint else None, total=cfg.total_steps(batches_in(cfg, data)))
+    return RunState(done=checkpoint.step if checkpoint else None, total=cfg.total_steps(batches_in(cfg, data)),
+                    saved=saved_model(catalog.root, cfg.run_name) is not None)
 
 
 def discard_uncheckpointed_run(cfg: TrainConfig, catalog: Catalog) -> bool:

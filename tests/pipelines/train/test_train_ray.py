@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from pipelines.cli import main
+from pipelines.train.launch import load_train_config
+from pipelines.train.run_state import run_state
 from storage import Catalog
 from tests.pipelines.ray_procs import alive, processes_of, stop
 
@@ -218,6 +220,15 @@ def test_a_run_that_loses_a_worker_then_its_driver_ends_the_same(root, full):
     assert not os.path.exists(os.path.join(root, "models", "faults"))  # no model before the end
     assert main(_train_args(root) + ["--run-name", "faults", "--resume"]) == 0
     assert_same_run(root, "faults", full)
+    # Killed after its last checkpoint but before the model was saved: not finished, and
+    # --resume saves the model without training a step more.
+    shutil.rmtree(os.path.join(root, "models", "faults"))
+    cfg = load_train_config(CONFIG, {"run_name": "faults", "max_steps": steps})
+    state = run_state(cfg, Catalog(root))
+    assert (state.done, state.finished) == (steps, False)
+    assert main(_train_args(root) + ["--run-name", "faults", "--resume"]) == 0
+    assert_same_run(root, "faults", full)
+    assert run_state(cfg, Catalog(root)).finished
 
 
 CONFIGS = os.path.dirname(CONFIG)
