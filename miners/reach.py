@@ -43,9 +43,24 @@ def reachable(queries: np.ndarray, previous_kth: np.ndarray, facts_changed: np.n
     ``left``: previous vectors of the documents that left the pool or changed text;
     ``joined``: current vectors of the documents that joined the pool or changed text.
     """
+    return reached_by(previous_kth, facts_changed, max_scores(queries, left), max_scores(queries, joined), epsilon)
+
+
+def reached_by(previous_kth: np.ndarray, facts_changed: np.ndarray, best_left: np.ndarray, best_joined: np.ndarray,
+               epsilon: float = EPSILON) -> np.ndarray:
+    """The same test, given per query the best previous score of a document that left (or
+    any upper bound of it) and the best current score of one that joined (or an upper
+    bound). A bound only ever reaches more queries than the exact best would, so the
+    queries left unreached keep exactly what a full search would give.
+
+    A re-mine with stored candidate lists (``miners.candidates``) takes ``best_left`` from
+    them with no search: a document that left scored, canonically, what its list entry
+    says if it is in the list, and at most the list's bound if not. ``best_joined`` is the
+    first score of the search of the joined documents that updating the lists needs anyway.
+    """
     kth = np.asarray(previous_kth, dtype=np.float32)
     must = np.isnan(kth) | np.asarray(facts_changed, dtype=bool)
     threshold = np.where(np.isnan(kth), np.inf, kth - epsilon)
-    must |= max_scores(queries, left) >= threshold
-    must |= max_scores(queries, joined) >= threshold
+    must |= np.asarray(best_left) >= threshold
+    must |= np.asarray(best_joined) >= threshold
     return must

@@ -40,12 +40,32 @@ def id_ranks(ids: list[str]) -> np.ndarray:
 
 
 @dataclass
+class JoinedHits:
+    """Queries against the documents that joined the pool or changed: FAISS's top k of
+    them, searched once per re-mine for the reach test and the list updates both."""
+
+    scores: np.ndarray  # (Q, k) float32
+    positions: np.ndarray  # (Q, k) current pool positions
+    complete: bool  # k covered every joined document
+
+    def take(self, rows) -> JoinedHits:
+        return JoinedHits(self.scores[rows], self.positions[rows], self.complete)
+
+    def best(self) -> np.ndarray:
+        return self.scores[:, 0]
+
+
+@dataclass
 class StoredTask:
     """One task's previous lists, in the current pool's positions."""
 
     rows: dict[str, int]  # example id -> row of ``lists``
     lists: CandidateLists
     joined: np.ndarray  # current positions of the documents that joined or changed
+    # Per row: an upper bound of the previous score of every document that left the pool
+    # or changed (its list entry's score, else the list's bound); -inf when none left.
+    left_upper: np.ndarray
+    hits: JoinedHits | None = None  # every query of the task against ``joined`` (joined_hits)
 
 
 @dataclass
@@ -68,12 +88,37 @@ class PathCounts:
 
 
 def stored_task(table: pa.Table, old_to_new: np.ndarray, joined: list[int], width: int) -> StoredTask:
-    """A task's rows of ``candidates`` (as written) in the current pool."""
+    """A task's rows of ``candidates`` (as written) in the current pool. Lists written
+    longer than ``width`` (a larger ``list_extra`` then) are cut, their bound raised to
+    the best entry cut."""
     ids = table.column("example_id").to_pylist()
-    lists = CandidateLists(_matrix(table.column("positions"), width, -1, np.int64),
-                           _matrix(table.column("scores"), width, -np.inf, np.float32),
-                           table.column("bound").to_numpy(zero_copy_only=False).astype(np.float32))
-    return StoredTask({e: i for i, e in enumerate(ids)}, remap(lists, old_to_new), np.asarray(joined, dtype=np.int64))
+    scores = _matrix(table.column("scores"), width + 1, -np.inf, np.float32)
+    bound = table.column("bound").to_numpy(zero_copy_only=False).astype(np.float32)
+    lists = CandidateLists(_matrix(table.column("positions"), width, -1, np.int64), scores[:, :width],
+                           np.maximum(bound, scores[:, width]))
+    return StoredTask({e: i for i, e in enumerate(ids)}, remap(lists, old_to_new), np.asarray(joined, dtype=np.int64),
+                      left_upper(lists, old_to_new))
+
+
+def left_upper(lists: CandidateLists, old_to_new: np.ndarray) -> np.ndarray:
+    """Per list (over the previous pool): the best score of its entries that left or
+    changed (-1 in ``old_to_new``), or its bound if higher, since any such document
+    outside the list scored at most that; -inf when no document left at all."""
+    if not (old_to_new < 0).any():
+        return np.full(len(lists.bound), -np.inf, np.float32)
+    at = lists.positions
+    gone = (at >= 0) & (old_to_new[np.maximum(at, 0)] < 0)
+    return np.maximum(np.where(gone, lists.scores, -np.inf).max(axis=1, initial=-np.inf), lists.bound)
+
+
+def joined_hits(queries: np.ndarray, vectors: np.ndarray, stored: StoredTask) -> JoinedHits | None:
+    """``queries`` against the joined and changed documents, to the lists' width; None
+    when none joined."""
+    if len(stored.joined) == 0:
+        return None
+    k = min(stored.lists.positions.shape[1], len(stored.joined))
+    scores, local = Searcher(vectors[stored.joined]).search(queries, k)
+    return JoinedHits(scores, stored.joined[local], complete=k >= len(stored.joined))
 
 
 def _matrix(column: pa.ChunkedArray, width: int, fill, dtype) -> np.ndarray:
@@ -93,9 +138,10 @@ def _matrix(column: pa.ChunkedArray, width: int, fill, dtype) -> np.ndarray:
 
 def candidates_for(queries: np.ndarray, ids: list[str], facts_changed: np.ndarray, vectors: np.ndarray,
                    id_rank: np.ndarray, searcher: Searcher, depth: int, width: int,
-                   stored: StoredTask | None) -> tuple[CandidateLists, PathCounts]:
+                   stored: StoredTask | None, hits: JoinedHits | None = None) -> tuple[CandidateLists, PathCounts]:
     """Lists for the reached queries ``queries`` (their ids and whether their facts
-    changed): updated where the stored list allows it, else searched."""
+    changed): updated where the stored list allows it, else searched. ``hits``: their
+    rows of ``joined_hits``, if searched already."""
     counts = PathCounts()
     out = CandidateLists(np.full((len(queries), width), -1, np.int64),
                          np.full((len(queries), width), -np.inf, np.float32), np.zeros(len(queries), np.float32))
@@ -106,7 +152,8 @@ def candidates_for(queries: np.ndarray, ids: list[str], facts_changed: np.ndarra
         _count(counts, "new or never listed", int(((at < 0) & ~facts_changed).sum()))
         _count(counts, "its text, positives or labels changed", int(np.asarray(facts_changed).sum()))
         if eligible.any():
-            updated = _update(queries[eligible], stored, at[eligible], vectors, id_rank, width)
+            updated = _update(queries[eligible], stored, at[eligible], vectors, id_rank, width,
+                              hits.take(eligible) if hits is not None else None)
             exact = updated.exact(depth)
             rows = np.flatnonzero(eligible)[exact]
             _put(out, rows, updated, exact)
@@ -123,22 +170,24 @@ def candidates_for(queries: np.ndarray, ids: list[str], facts_changed: np.ndarra
 
 
 def kept_lists(queries: np.ndarray, ids: list[str], vectors: np.ndarray, stored: StoredTask,
-               width: int) -> CandidateLists:
+               width: int, best_joined: np.ndarray | None = None) -> CandidateLists:
     """The stored lists of the queries the edit cannot reach, bounds raised by the best
-    score of a document that joined or changed."""
+    score of a document that joined or changed (``best_joined``, if searched already)."""
     at = np.array([stored.rows[e] for e in ids], dtype=np.int64)
     kept = CandidateLists(stored.lists.positions[at], stored.lists.scores[at], stored.lists.bound[at])
-    return raised(_widened(kept, width), max_scores(queries, vectors[stored.joined]))
+    if best_joined is None:
+        best_joined = max_scores(queries, vectors[stored.joined])
+    return raised(_widened(kept, width), best_joined)
 
 
 def _update(queries: np.ndarray, stored: StoredTask, at: np.ndarray, vectors: np.ndarray, id_rank: np.ndarray,
-            width: int) -> CandidateLists:
+            width: int, hits: JoinedHits | None) -> CandidateLists:
     kept = CandidateLists(stored.lists.positions[at], stored.lists.scores[at], stored.lists.bound[at])
     if len(stored.joined) == 0:
         return _widened(kept, width)
-    k = min(width, len(stored.joined))
-    scores, local = Searcher(vectors[stored.joined]).search(queries, k)
-    joined = from_search(queries, vectors, id_rank, scores, stored.joined[local], complete=k >= len(stored.joined))
+    if hits is None:
+        hits = joined_hits(queries, vectors, stored)
+    joined = from_search(queries, vectors, id_rank, hits.scores, hits.positions, complete=hits.complete)
     return merge(kept, joined, id_rank, width)
 
 

@@ -22,10 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from miners.cache import EmbeddingCache
-from miners.reach import reachable
+from miners.reach import reachable, reached_by
 from miners.select import normalized_query_key
 from miners.teacher import ResolvedTeacher, cache_key
 from pipelines.mine.config import CORPUS_POOL, MineConfig, TaskPlan
+from pipelines.mine.lists import KIND as LISTS
+from pipelines.mine.lists import StoredTask, joined_hits
 from pipelines.mine.texts import PoolTexts
 from storage import Catalog, CatalogError, Manifest
 from storage.writer import jsonable
@@ -33,7 +35,6 @@ from storage.writer import jsonable
 log = logging.getLogger("quarry")
 
 KIND = "searched"
-LISTS = "candidates"  # pipelines.mine.lists.KIND
 EXAMPLE_COLUMNS = ["task", "example_id", "instruction", "query", "positive_ids", "label"]
 
 
@@ -204,15 +205,30 @@ def reach_inputs(previous: Previous, cfg: MineConfig, catalog: Catalog, cache: E
 
 
 def search_masks(inputs: dict[str, ReachInputs | None], pool_of_task: dict[str, str],
-                 pool_vectors: dict[str, np.ndarray], query_vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                 pool_vectors: dict[str, np.ndarray], query_vectors: dict[str, np.ndarray],
+                 stored: Mapping[str, StoredTask | None] | None = None,
+                 task_ids: Mapping[str, list[str]] | None = None) -> dict[str, np.ndarray]:
     """Per task, which queries must be searched again (True) and which keep their previous
-    negatives, once this run's vectors are loaded."""
+    negatives, once this run's vectors are loaded.
+
+    A task with stored lists (``stored``, its queries' example ids in ``task_ids``) needs no
+    search of the documents that left: their previous scores are bounded by the lists
+    (``miners.reach.reached_by``); the joined documents are searched once, to the lists'
+    width, and the hits kept on the ``StoredTask`` for the list updates."""
     masks = {}
     for task, reach in inputs.items():
         if reach is None:
             masks[task] = np.ones(len(query_vectors[task]), dtype=bool)
             continue
         vectors = pool_vectors[pool_of_task[task]]
+        lists = (stored or {}).get(task)
+        if lists is not None:
+            lists.hits = joined_hits(query_vectors[task], vectors, lists)
+            at = np.array([lists.rows.get(e, -1) for e in task_ids[task]], dtype=np.int64)
+            best_left = np.where(at >= 0, lists.left_upper[np.maximum(at, 0)], np.inf)
+            best_joined = lists.hits.best() if lists.hits is not None else np.full(len(at), -np.inf, np.float32)
+            masks[task] = reached_by(reach.previous_kth, reach.facts_changed, best_left, best_joined)
+            continue
         left = reach.left if reach.left is not None else np.zeros((0, vectors.shape[1]), np.float32)
         masks[task] = reachable(query_vectors[task], reach.previous_kth, reach.facts_changed, left,
                                 vectors[reach.joined_positions])

@@ -115,10 +115,14 @@ def search(cfg: MineConfig, catalog: Catalog) -> SearchResult:
     depths = {task: min(cfg.depth, len(pools[plan.pool].position)) for task, plan in plans.items()}
     embedded = _embed(cfg, teacher, catalog, cache, plans, pools, task_rows, query_strings, depths)
     inputs.append(cache.input_ref())
+    stored = {task: _stored(embedded, task, _width(cfg, depths[task], pools[plan.pool]), task_rows[task])
+              for task, plan in plans.items()}
     masks = search_masks(embedded.reach, {task: plan.pool for task, plan in plans.items()},
-                         {name: pool.vectors for name, pool in pools.items()},
-                         embedded.query_vectors) if embedded.previous else None
-    found = _search_tasks(cfg, plans, pools, task_rows, embedded.query_vectors, depths, masks, embedded)
+                         {name: pool.vectors for name, pool in pools.items()}, embedded.query_vectors,
+                         {task: lists for task, (lists, _) in stored.items()},
+                         {task: rows.column("example_id").to_pylist() for task, rows in task_rows.items()}
+                         ) if embedded.previous else None
+    found = _search_tasks(cfg, plans, pools, task_rows, embedded.query_vectors, depths, masks, stored)
     queries, tasks, carried = found.queries, found.tasks, found.carried
     judged = _judged(cfg, judge, catalog, queries, pools, plans, task_rows, query_strings) if judge else None
     queries = judged.queries if judged else queries
@@ -207,7 +211,8 @@ class _Searched:
 
 def _search_tasks(cfg: MineConfig, plans: dict[str, TaskPlan], pools: dict[str, Pool],
                   task_rows: dict[str, pa.Table], q_vectors: dict[str, np.ndarray], depths: dict[str, int],
-                  masks: dict[str, np.ndarray] | None, embedded: "_Embedded") -> _Searched:
+                  masks: dict[str, np.ndarray] | None,
+                  stored: dict[str, tuple[StoredTask | None, np.ndarray | None]]) -> _Searched:
     """Search task by task; each pool's index is built once, when some query needs it."""
     searchers: dict[str, Searcher] = {}
     ranks: dict[str, np.ndarray] = {}
@@ -222,8 +227,7 @@ def _search_tasks(cfg: MineConfig, plans: dict[str, TaskPlan], pools: dict[str, 
             searchers[pool.name] = Searcher(pool.vectors, cfg.index)
         if pool.name not in ranks:
             ranks[pool.name] = id_ranks(pool.table.column("id").to_pylist())
-        width = min(depth + cfg.list_extra, len(pool.position))
-        lists = _TaskLists(width, ranks[pool.name], *_stored(embedded, plan.task, width, task_rows[plan.task]))
+        lists = _TaskLists(_width(cfg, depth, pool), ranks[pool.name], *stored[plan.task])
         table, skipped, carried[plan.task], listed, counts = _task_queries(
             plan, task_rows[plan.task], pool, q_vectors[plan.task], searchers.get(pool.name), depth, mask, lists)
         query_tables.append(table)
@@ -245,6 +249,11 @@ class _TaskLists:
     id_rank: np.ndarray
     stored: StoredTask | None  # the previous run's lists, moved to this pool
     facts_changed: np.ndarray | None  # per example row (None: no previous run)
+
+
+def _width(cfg: MineConfig, depth: int, pool: Pool) -> int:
+    """Candidates listed per query: --depth + list_extra, within the pool."""
+    return min(depth + cfg.list_extra, len(pool.position))
 
 
 def _stored(embedded: "_Embedded", task: str, width: int, rows: pa.Table) -> tuple[StoredTask | None,
@@ -310,13 +319,16 @@ def _task_queries(plan: TaskPlan, rows: pa.Table, pool: Pool, q_vectors: np.ndar
     carried_rows = [i for i in range(len(ids)) if positions[i] and not mask[i]]
     carried = [ids[i] for i in carried_rows]
     facts = lists.facts_changed if lists.facts_changed is not None else np.zeros(len(ids), dtype=bool)
+    hits = lists.stored.hits if lists.stored is not None else None  # searched with the reach test
     found, counts = candidates_for(q_vectors[todo], [ids[i] for i in todo], facts[todo], pool.vectors,
-                                   lists.id_rank, searcher, depth, lists.width, lists.stored)
+                                   lists.id_rank, searcher, depth, lists.width, lists.stored,
+                                   hits.take(todo) if hits is not None else None)
     cands, scores = found.top(depth)
     listed = [lists_table(plan.task, [ids[i] for i in todo], found)]
     if carried_rows:
-        listed.append(lists_table(plan.task, carried, kept_lists(q_vectors[carried_rows], carried, pool.vectors,
-                                                                 lists.stored, lists.width)))
+        listed.append(lists_table(plan.task, carried, kept_lists(
+            q_vectors[carried_rows], carried, pool.vectors, lists.stored, lists.width,
+            hits.take(carried_rows).best() if hits is not None else None)))
     row = {i: n for n, i in enumerate(todo)}
     for i, example_id in enumerate(ids):
         if not positions[i]:
