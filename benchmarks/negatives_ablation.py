@@ -40,15 +40,14 @@ A benchmark, not a test: figures and the machine go in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # results_log, beside this script
 
 from miners.select import SelectionConfig  # noqa: E402
 from miners.teacher import TeacherSpec  # noqa: E402
@@ -62,6 +61,7 @@ from pipelines.run import DEFAULT_TASK_SPEC, DEFAULT_TRAIN_CONFIG  # noqa: E402
 from pipelines.train.export import ExportConfig, export_shards  # noqa: E402
 from pipelines.train.launch import load_train_config, train  # noqa: E402
 from pipelines.train.run_state import discard_uncheckpointed_run, run_state  # noqa: E402
+import results_log  # noqa: E402
 from storage import PACKAGED_MINILM, Catalog  # noqa: E402
 from storage.packaged import PACKAGED_MPNET  # noqa: E402
 from storage.schemas import RETRIEVAL  # noqa: E402
@@ -277,19 +277,11 @@ def cmd_audit(args, catalog: Catalog) -> None:
 
 
 def record(catalog: Catalog, row: dict) -> None:
-    path = catalog.root.path("ablation", "results.jsonl")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({**row, "machine": f"{platform.node()} ({os.cpu_count()} cores)",
-                            "at": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
+    results_log.record(catalog, "ablation", row)
 
 
 def results(catalog: Catalog) -> list[dict]:
-    path = catalog.root.path("ablation", "results.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return results_log.results(catalog, "ablation")
 
 
 def main() -> None:
