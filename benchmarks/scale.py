@@ -16,13 +16,23 @@ report. Per index kind it prints the time between the mine's log lines (its stag
 the peak PSS of the process tree (benchmarks/mine_memory.py's sampler); and the recall@depth
 of IVF and HNSW against flat on a sample of queries.
 
-``--edit F`` then edits the source as a weekly refresh would: 3F of the passages change
+``--edit F`` then edits the source as a weekly refresh would: 3F/5 of the passages change
 text, F/5 are deleted, F/5 are added (``--edit 0.05``: 3%, 1%, 1%), rebuilds the corpus and
 the task, caches synthetic vectors for the new texts (the same centres), and times the
 re-mine of the flat run (which updates stored candidate lists, pipelines/mine/lists.py)
 against a ``--no-reuse`` mine of the same data, whose negatives and rejections it checks
-equal row for row. A benchmark, not a test: record the figures and the machine in
-docs/benchmarks.md.
+equal row for row.
+
+Hours at a million passages, so resumable: ``--root DIR`` keeps the data root in DIR and
+records each finished step (inputs, each cold mine, the edit, the re-mine, the reference)
+in DIR/scale/results.jsonl; run again with the same flags, it skips what is recorded (a
+step that was interrupted runs again). ``--until cold`` stops after the cold mines, so the
+steps can be timed in separate sittings, each with nothing else running.
+
+    python benchmarks/scale.py --passages 1000000 --indexes flat --recall-sample 0 --edit 0.05 \
+        --root /data/scale-1m --until cold       # then the same without --until
+
+A benchmark, not a test: record the figures and the machine in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ os.environ.setdefault("QUARRY_PROGRESS", "0")
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
+import results_log  # noqa: E402
 from mine_memory import GIB, Sampler  # noqa: E402
 from mine_vs_sentence_transformers import build_inputs  # noqa: E402
 
@@ -187,7 +198,7 @@ def same_rows(catalog: Catalog, a: str, b: str) -> bool:
     return True
 
 
-def run_edit(catalog: Catalog, root: str, args, cold_seconds: float) -> None:
+def edit_step(catalog: Catalog, root: str, args) -> dict:
     edit = edit_source(root, args.passages, args.edit, args.seed)
     t = time.perf_counter()
     build_inputs(catalog, None, SourceConfig(kind="files", paths=[os.path.join(root, "passages.jsonl")],
@@ -195,21 +206,35 @@ def run_edit(catalog: Catalog, root: str, args, cold_seconds: float) -> None:
     rebuilt = time.perf_counter() - t
     added = fill_cache(catalog, args.dim, args.clusters, args.seed)
     print(f"\nedit: {edit}; corpus and task rebuilt in {rebuilt:.1f} s; {added} new synthetic vectors cached", flush=True)
-    rows = {}
-    for name, label, reuse in (("bench-flat", "re-mine (stored lists)", True),
-                               ("bench-reference", "--no-reuse reference", False)):
-        _, seconds, sampler, timeline = timed_mine(catalog, MineConfig(examples="bench", name=name, depth=DEPTH,
-                                                                       reuse=reuse))
-        rows[label] = (seconds, sampler.total_peak_pss)
-        print(f"\n{label}: {seconds:.1f} s, peak PSS {sampler.total_peak_pss / GIB:.2f} GiB")
-        for gap, line in timeline.lines:
-            print(f"  {gap:8.1f} s  then: {line}")
-    equal = same_rows(catalog, "bench-flat", "bench-reference")
-    print("\n| step | seconds | of the cold mine | peak PSS |\n|---|---:|---:|---:|")
-    print(f"| cold mine | {cold_seconds:.1f} | 1.00 | - |")
-    for label, (seconds, peak) in rows.items():
-        print(f"| {label} | {seconds:.1f} | {seconds / cold_seconds:.3f} | {peak / GIB:.2f} GiB |")
-    print(f"re-mine negatives and rejections equal the --no-reuse reference: {equal}")
+    return {**edit, "rebuilt_s": round(rebuilt, 1), "cached": added}
+
+
+def mine_step(catalog: Catalog, name: str, label: str, **cfg) -> dict:
+    """One timed mine: its seconds, peak PSS and stages, printed and returned."""
+    result, seconds, sampler, timeline = timed_mine(catalog, MineConfig(examples="bench", name=name, depth=DEPTH,
+                                                                        **cfg))
+    print(f"\n{label}: {seconds:.1f} s, peak PSS {sampler.total_peak_pss / GIB:.2f} GiB during: "
+          f"{sampler.stage_at_peak}")
+    for gap, line in timeline.lines:
+        print(f"  {gap:8.1f} s  then: {line}")
+    print(f"  {time.perf_counter() - timeline.last:8.1f} s  to the end (report, summary)", flush=True)
+    return {"seconds": round(seconds, 1), "peak_pss_gib": round(sampler.total_peak_pss / GIB, 2),
+            "negatives": result.negatives.num_rows, "stages": [[round(g, 1), line] for g, line in timeline.lines]}
+
+
+def edit_table(done: dict[str, dict]) -> None:
+    cold = done["cold-flat"]["seconds"]
+    reference = done["reference"]["seconds"]
+    print("\n| step | seconds | of the cold mine | of the --no-reuse mine | peak PSS |\n|---|---:|---:|---:|---:|")
+    for step, label in (("cold-flat", "cold mine"), ("re-mine", "re-mine (stored lists)"),
+                        ("reference", "--no-reuse reference")):
+        row = done[step]
+        print(f"| {label} | {row['seconds']:.1f} | {row['seconds'] / cold:.3f} | {row['seconds'] / reference:.3f} | "
+              f"{row['peak_pss_gib']:.2f} GiB |")
+    print(f"re-mine negatives and rejections equal the --no-reuse reference: {done['compare']['equal']}")
+
+
+STEPS = ("inputs", "cold", "edit", "re-mine", "reference")
 
 
 def main() -> None:
@@ -222,12 +247,51 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--edit", type=float, help="after the cold mines, edit this fraction of the source and "
                                                      "time the flat re-mine against --no-reuse (e.g. 0.05)")
+    parser.add_argument("--root", help="keep the data root here and resume in it: a step recorded in "
+                                       "ROOT/scale/results.jsonl is not run again (default: a new temporary root)")
+    parser.add_argument("--until", choices=STEPS, help="stop after this step (run the rest later with the same --root)")
     args = parser.parse_args()
     kinds = args.indexes.split(",")
+    if args.edit and "flat" not in kinds:
+        parser.error("--edit re-mines the flat run: --indexes must include flat")
 
-    root = tempfile.mkdtemp(prefix="quarry-scale-")
+    root = args.root or tempfile.mkdtemp(prefix="quarry-scale-")
+    os.makedirs(root, exist_ok=True)
     catalog = Catalog(root)
+    settings = {k: getattr(args, k) for k in ("passages", "dim", "clusters", "seed", "edit")}
+    done = {r["step"]: r for r in results_log.results(catalog, "scale")}
+    if done and done.get("inputs", {}).get("settings") != settings:
+        parser.error(f"--root {root} holds a run with other settings ({done.get('inputs', {}).get('settings')}); "
+                     "use another root")
+    print(f"data root: {root}", flush=True)
     ensure_ray()
+    logging.getLogger("quarry").setLevel(logging.INFO)  # the mines' stages, timed between their log lines
+
+    def step(name: str, run) -> bool:
+        """Run ``name`` unless recorded; False once --until is passed."""
+        if name not in done:
+            done[name] = {"step": name, **run()}
+            results_log.record(catalog, "scale", done[name])
+        return args.until != name
+
+    if not step("inputs", lambda: inputs_step(catalog, root, args, settings)):
+        return
+    for kind in kinds:
+        step(f"cold-{kind}", lambda kind=kind: mine_step(catalog, f"bench-{kind}", f"{kind}, cold",
+                                                         index=IndexConfig(kind=kind), reuse=False))
+    cold_summary(catalog, args, kinds, done)
+    if args.until == "cold" or not args.edit:
+        return
+    if not (step("edit", lambda: edit_step(catalog, root, args))
+            and step("re-mine", lambda: mine_step(catalog, "bench-flat", "re-mine (stored lists)", reuse=True))
+            and step("reference", lambda: mine_step(catalog, "bench-reference", "--no-reuse reference",
+                                                    reuse=False))):
+        return
+    step("compare", lambda: {"equal": same_rows(catalog, "bench-flat", "bench-reference")})
+    edit_table(done)
+
+
+def inputs_step(catalog: Catalog, root: str, args, settings: dict) -> dict:
     t = time.perf_counter()
     path = write_source(root, args.passages)
     build_inputs(catalog, None, SourceConfig(kind="files", paths=[path], columns={"description": "description"}))
@@ -236,38 +300,26 @@ def main() -> None:
     cached = fill_cache(catalog, args.dim, args.clusters, args.seed)
     fill_s = time.perf_counter() - t
     print(f"built corpus and task in {build_s:.1f} s; cached {cached} synthetic vectors in {fill_s:.1f} s", flush=True)
+    return {"settings": settings, "build_s": round(build_s, 1), "fill_s": round(fill_s, 1), "cached": cached}
 
-    logging.getLogger("quarry").setLevel(logging.INFO)
-    results = {}
-    for kind in kinds:
-        result, seconds, sampler, timeline = timed_mine(catalog, MineConfig(
-            examples="bench", name=f"bench-{kind}", depth=DEPTH, index=IndexConfig(kind=kind), reuse=False))
-        results[kind] = (seconds, sampler.total_peak_pss, sampler.stage_at_peak, result.negatives.num_rows)
-        print(f"\n{kind}: {seconds:.1f} s, peak PSS {sampler.total_peak_pss / GIB:.2f} GiB during: {sampler.stage_at_peak}")
-        for gap, line in timeline.lines:
-            print(f"  {gap:8.1f} s  then: {line}")
-        print(f"  {time.perf_counter() - timeline.last:8.1f} s  to the end (report, summary)")
-        print("  at the peak, PSS by process role: " + ", ".join(
-            f"{r} {pss / GIB:.2f}" for r, (_, pss) in sorted(sampler.at_peak.items(), key=lambda x: -x[1][1])[:6]),
-            flush=True)
+
+def cold_summary(catalog: Catalog, args, kinds: list[str], done: dict[str, dict]) -> None:
     recalls, flat_s, sampled = recall(catalog, kinds, args.recall_sample, args.seed) if args.recall_sample \
         else ({}, None, 0)
-
     print()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / GIB:.0f} GiB, "
           f"Python {platform.python_version()}")
     print(f"{args.passages} passages around {args.clusters} centres, as many queries, dim {args.dim}, depth {DEPTH}")
     print(f"{'index':6} {'seconds':>8} {'peak PSS':>9} {'negatives':>10} {'recall@' + str(DEPTH):>10}")
-    for kind, (seconds, peak, _, rows) in results.items():
+    for kind in kinds:
+        row = done[f"cold-{kind}"]
         recall_at = recalls.get(kind, 1.0 if kind == "flat" else None)
-        print(f"{kind:6} {seconds:8.1f} {peak / GIB:7.2f} GiB {rows:10d} "
+        print(f"{kind:6} {row['seconds']:8.1f} {row['peak_pss_gib']:7.2f} GiB {row['negatives']:10d} "
               f"{'-' if recall_at is None else format(recall_at, '.4f'):>10}")
     if flat_s is not None:
         queries = catalog.manifest("examples", "bench").num_rows
         print(f"flat search of the {sampled} sampled queries over {args.passages} passages: {flat_s:.1f} s; "
               f"all {queries} queries at that rate: {flat_s * queries / sampled:.0f} s (the search alone)")
-    if args.edit:
-        run_edit(catalog, root, args, results["flat"][0])
 
 
 if __name__ == "__main__":
